@@ -1,0 +1,261 @@
+//! One proxied call from authentication to its usage row: the steps every route shares.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use qnp_shared::GatewayError;
+use qnp_shared::catalog::Model;
+use qnp_shared::keys::AuthorizedKey;
+use qnp_shared::limits::RateLimitState;
+use qnp_shared::usage::{TokenUsage, UsageRecord};
+use time::OffsetDateTime;
+
+use crate::Proxy;
+
+/// The key presented with a request: `Authorization: Bearer <key>` (and `x-api-key`, which Anthropic's
+/// clients send).
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, key) = value.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| key.trim());
+    }
+    headers.get("x-api-key")?.to_str().ok().map(str::trim)
+}
+
+/// The caller's address: API Gateway's or the function URL's view of it on Lambda, the socket peer under
+/// `qnp serve`. Client-supplied forwarding headers are not trusted.
+fn source_ip(request: &Parts) -> Option<String> {
+    use lambda_http::request::RequestContext;
+    if let Some(context) = request.extensions.get::<RequestContext>() {
+        return match context {
+            RequestContext::ApiGatewayV2(c) => c.http.source_ip.clone(),
+            RequestContext::ApiGatewayV1(c) => c.identity.source_ip.clone(),
+            _ => None,
+        };
+    }
+    request
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+}
+
+fn new_request_id() -> String {
+    format!("req_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// An authenticated, admitted call. Dropping it without `finish` records nothing; every path that
+/// reached an upstream or refused after authentication ends in `finish` or `fail`.
+pub struct Call {
+    pub proxy: Arc<Proxy>,
+    pub key: Arc<AuthorizedKey>,
+    pub rate: Option<RateLimitState>,
+    request_id: String,
+    started: Instant,
+    timestamp: OffsetDateTime,
+    endpoint: &'static str,
+    source_ip: Option<String>,
+    model: Option<Arc<Model>>,
+    streamed: bool,
+}
+
+/// Adds the headers every proxy response carries.
+fn decorate(response: &mut Response, request_id: &str, rate: Option<&RateLimitState>) {
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", value);
+    }
+    if let Some(rate) = rate {
+        rate.apply(headers);
+    }
+}
+
+impl Call {
+    /// Authenticates the key and counts the request against its plan. Failures before authentication
+    /// succeeded have no account to charge and are answered without a usage row.
+    pub async fn begin(
+        proxy: &Arc<Proxy>,
+        request: &Parts,
+        endpoint: &'static str,
+    ) -> Result<Call, Response> {
+        let started = Instant::now();
+        let request_id = new_request_id();
+        let refuse = |err: GatewayError| {
+            let mut response = err.into_response();
+            decorate(&mut response, &request_id, None);
+            response
+        };
+        let presented =
+            presented_key(&request.headers).ok_or_else(|| refuse(GatewayError::MissingKey))?;
+        let key = proxy.keys.verify(presented).await.map_err(refuse)?;
+        let mut call = Call {
+            proxy: proxy.clone(),
+            key,
+            rate: None,
+            request_id: request_id.clone(),
+            started,
+            timestamp: OffsetDateTime::now_utc(),
+            endpoint,
+            source_ip: source_ip(request),
+            model: None,
+            streamed: false,
+        };
+        if call.key.restricted {
+            let err = GatewayError::Forbidden(
+                "processing is restricted for this account at its owner's request; lift the \
+                 restriction in the dashboard to use its keys again"
+                    .into(),
+            );
+            return Err(call.fail(err).await);
+        }
+        let plan = proxy.plans.for_account(&call.key.plan);
+        match proxy
+            .limiter
+            .admit(&call.key.key_id, plan, call.timestamp)
+            .await
+        {
+            Ok(state) => call.rate = Some(state),
+            Err(err) => return Err(call.fail(err).await),
+        }
+        Ok(call)
+    }
+
+    pub fn set_model(&mut self, model: Arc<Model>, streamed: bool) {
+        self.model = Some(model);
+        self.streamed = streamed;
+    }
+
+    pub fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn row(
+        &self,
+        status: u16,
+        usage: TokenUsage,
+        ttft_ms: Option<u64>,
+        error: Option<&str>,
+    ) -> UsageRecord {
+        let (provider, model, cost) = match &self.model {
+            Some(m) => (
+                m.provider.as_str().to_owned(),
+                m.id.clone(),
+                m.cost_usd(&usage),
+            ),
+            None => (String::new(), String::new(), 0.0),
+        };
+        UsageRecord {
+            timestamp: self.timestamp,
+            request_id: self.request_id.clone(),
+            account_id: self.key.account_id.clone(),
+            api_key_id: self.key.key_id.clone(),
+            endpoint: self.endpoint.to_owned(),
+            provider,
+            model,
+            streamed: self.streamed,
+            status,
+            usage,
+            latency_ms: self.elapsed_ms(),
+            ttft_ms,
+            cost_usd: cost,
+            price_version: self.proxy.catalog.version().to_owned(),
+            error_type: error.map(str::to_owned),
+            source_ip: self.source_ip.clone(),
+        }
+    }
+
+    /// Records the call's usage row.
+    pub async fn finish(
+        &self,
+        status: u16,
+        usage: TokenUsage,
+        ttft_ms: Option<u64>,
+        error: Option<&str>,
+    ) {
+        let row = self.row(status, usage, ttft_ms, error);
+        tracing::info!(
+            request_id = %row.request_id,
+            account_id = %row.account_id,
+            api_key_id = %row.api_key_id,
+            endpoint = row.endpoint,
+            model = %row.model,
+            streamed = row.streamed,
+            status = row.status,
+            prompt_tokens = row.usage.prompt_tokens,
+            completion_tokens = row.usage.completion_tokens,
+            latency_ms = row.latency_ms,
+            ttft_ms = row.ttft_ms,
+            cost_usd = row.cost_usd,
+            error_type = row.error_type.as_deref(),
+            "call"
+        );
+        self.proxy.usage.record(row).await;
+    }
+
+    /// Records a refused or failed call and renders its error response.
+    pub async fn fail(self, err: GatewayError) -> Response {
+        self.finish(
+            err.status().as_u16(),
+            TokenUsage::default(),
+            None,
+            Some(err.kind()),
+        )
+        .await;
+        let mut response = err.into_response();
+        decorate(&mut response, &self.request_id, self.rate.as_ref());
+        response
+    }
+
+    /// A whole JSON body to the client, with the usage row written without delaying it where possible.
+    pub async fn respond(self, body: Bytes, usage: TokenUsage) -> Response {
+        let mut response = self.ok_response(Body::empty(), "application/json");
+        *response.body_mut() = if self.proxy.usage.is_inline() {
+            // On Lambda the row must be written before the invocation ends: hand the client every byte
+            // first, then write, then end the response stream.
+            Body::from_stream(async_stream::stream! {
+                yield Ok::<Bytes, std::convert::Infallible>(body);
+                self.finish(200, usage, None, None).await;
+            })
+        } else {
+            self.finish(200, usage, None, None).await;
+            Body::from(body)
+        };
+        response
+    }
+
+    pub fn ok_response(&self, body: Body, content_type: &'static str) -> Response {
+        let mut response = Response::new(body);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        decorate(&mut response, &self.request_id, self.rate.as_ref());
+        response
+    }
+}
+
+/// Reads the request body up to the configured limit; larger bodies are refused before any upstream call.
+pub async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(GatewayError::BodyTooLarge { limit_bytes: limit });
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return GatewayError::BodyTooLarge { limit_bytes: limit };
+            }
+            source = err.source();
+        }
+        GatewayError::MalformedJson(format!("the request body could not be read: {e}"))
+    })
+}

@@ -1,0 +1,191 @@
+//! `POST /v1/chat/completions`: OpenAI format in and out, whole or streamed.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use qnp_shared::GatewayError;
+use qnp_shared::catalog::ModelKind;
+use qnp_shared::providers::{ChatRequest, Reply, RequestBody, StreamItem};
+use qnp_shared::usage::TokenUsage;
+use serde::Deserialize;
+
+use crate::Proxy;
+use crate::call::{Call, read_body};
+
+const ENDPOINT: &str = "/v1/chat/completions";
+
+#[derive(Deserialize, Default)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// Validates the fields the gateway itself relies on; the upstream validates the rest.
+fn validate(body: &RequestBody) -> Result<(String, bool, bool), GatewayError> {
+    let model: String = body
+        .get("model", "a string naming a model as provider/model")?
+        .ok_or_else(|| {
+            GatewayError::field("model", "'model' is required (e.g. openai/gpt-4o-mini)")
+        })?;
+    match body.raw("messages") {
+        None => return Err(GatewayError::field("messages", "'messages' is required")),
+        Some(raw) if !raw.starts_with('[') || raw == "[]" => {
+            return Err(GatewayError::field(
+                "messages",
+                "'messages' must be a non-empty array",
+            ));
+        }
+        Some(_) => {}
+    }
+    let stream = body.get::<bool>("stream", "a boolean")?.unwrap_or(false);
+    let include_usage = body
+        .get::<StreamOptions>("stream_options", "an object")?
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    for field in ["max_tokens", "max_completion_tokens"] {
+        body.get::<u64>(field, "a non-negative integer")?;
+    }
+    Ok((model, stream, include_usage))
+}
+
+pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let mut call = match Call::begin(&proxy, &parts, ENDPOINT).await {
+        Ok(call) => call,
+        Err(response) => return response,
+    };
+    let body = match read_body(&parts, body, proxy.max_body_bytes).await {
+        Ok(body) => body,
+        Err(err) => return call.fail(err).await,
+    };
+    let parsed = RequestBody::parse(&body).and_then(|body| validate(&body).map(|v| (body, v)));
+    let (body, (model_id, stream, include_usage)) = match parsed {
+        Ok(parsed) => parsed,
+        Err(err) => return call.fail(err).await,
+    };
+    let Some(model) = proxy.catalog.get(&model_id).cloned() else {
+        return call.fail(GatewayError::UnknownModel(model_id)).await;
+    };
+    call.set_model(model.clone(), stream);
+    if model.kind != ModelKind::Chat {
+        let err = GatewayError::WrongModelKind(format!(
+            "'{}' is an embedding model; use it with /v1/embeddings",
+            model.id
+        ));
+        return call.fail(err).await;
+    }
+    let provider = match proxy.providers.get(model.provider) {
+        Ok(provider) => provider.clone(),
+        Err(err) => return call.fail(err).await,
+    };
+    match provider.chat(&model, ChatRequest { body, stream }).await {
+        Err(err) => call.fail(err).await,
+        Ok(Reply::Complete { body, usage }) => call.respond(body, usage.unwrap_or_default()).await,
+        Ok(Reply::Stream(events)) => stream_response(call, events, include_usage),
+    }
+}
+
+/// What a stream has seen so far; if the client goes away before the end, `Drop` still records the call.
+struct StreamMeter {
+    call: Option<Call>,
+    usage: Option<TokenUsage>,
+    ttft_ms: Option<u64>,
+    error: Option<String>,
+    /// The protocol's last event is being handed to the client: a hang-up from here on is not a
+    /// disconnect mid-stream.
+    complete: bool,
+}
+
+impl StreamMeter {
+    async fn finish(mut self) {
+        if let Some(call) = self.call.take() {
+            call.finish(
+                200,
+                self.usage.unwrap_or_default(),
+                self.ttft_ms,
+                self.error.as_deref(),
+            )
+            .await;
+        }
+    }
+}
+
+impl Drop for StreamMeter {
+    fn drop(&mut self) {
+        // Still holding the call: the response body was dropped mid-stream, i.e. the client disconnected.
+        if let Some(call) = self.call.take() {
+            let usage = self.usage.unwrap_or_default();
+            let ttft = self.ttft_ms;
+            tokio::spawn(async move {
+                call.finish(200, usage, ttft, Some("client_disconnected"))
+                    .await;
+            });
+        }
+    }
+}
+
+/// The SSE event that ends a stream whose upstream failed, in the OpenAI error shape.
+fn error_event(err: &GatewayError) -> Bytes {
+    let mut event = b"data: ".to_vec();
+    event.extend_from_slice(&err.openai_body());
+    event.extend_from_slice(b"\n\n");
+    Bytes::from(event)
+}
+
+/// Forwards upstream events as they arrive. Only the usage-only chunk is held back, from clients that did
+/// not ask for usage; nothing else is buffered or rewritten.
+fn stream_response(
+    call: Call,
+    mut events: futures_util::stream::BoxStream<'static, StreamItem>,
+    include_usage: bool,
+) -> Response {
+    let started = Instant::now();
+    let mut response = call.ok_response(Body::empty(), "text/event-stream");
+    response.headers_mut().insert(
+        "cache-control",
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    let already_ms = call.elapsed_ms();
+    let mut meter = StreamMeter {
+        call: Some(call),
+        usage: None,
+        ttft_ms: None,
+        error: None,
+        complete: false,
+    };
+    let body = async_stream::stream! {
+        while let Some(item) = events.next().await {
+            match item {
+                StreamItem::Event { bytes, usage, usage_only, last } => {
+                    if meter.ttft_ms.is_none() {
+                        meter.ttft_ms = Some(already_ms + started.elapsed().as_millis() as u64);
+                    }
+                    if usage.is_some() {
+                        meter.usage = usage;
+                    }
+                    if usage_only && !include_usage {
+                        continue;
+                    }
+                    meter.complete = last;
+                    yield Ok::<Bytes, std::convert::Infallible>(bytes);
+                    if last {
+                        break;
+                    }
+                }
+                StreamItem::Failed(err) => {
+                    meter.error = Some(err.kind().to_owned());
+                    yield Ok(error_event(&err));
+                    break;
+                }
+            }
+        }
+        meter.finish().await;
+    };
+    *response.body_mut() = Body::from_stream(body);
+    response
+}

@@ -1,0 +1,70 @@
+//! The `proxy` function: QNP's OpenAI-compatible API.
+//!
+//! Every route authenticates a key, counts the request against the key's plan, forwards to the model's
+//! provider and records one metadata-only usage row. The same `router` runs on Lambda (`main.rs`) and in
+//! `qnp serve`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use qnp_shared::catalog::Catalog;
+use qnp_shared::config::Config;
+use qnp_shared::keys::KeyVerifier;
+use qnp_shared::limits::RateLimiter;
+use qnp_shared::plans::Plans;
+use qnp_shared::providers::Providers;
+use qnp_shared::store::Stores;
+use qnp_shared::usage_log::UsageLog;
+
+mod call;
+mod chat;
+mod embeddings;
+mod models;
+pub mod routes;
+
+/// Everything a proxied request needs, built once per process (per Lambda cold start).
+pub struct Proxy {
+    pub catalog: Arc<Catalog>,
+    pub plans: Arc<Plans>,
+    pub keys: KeyVerifier,
+    pub limiter: RateLimiter,
+    pub usage: UsageLog,
+    pub providers: Providers,
+    pub max_body_bytes: usize,
+    /// `GET /v1/models` never changes while the process lives, so its body is rendered once.
+    models_body: Bytes,
+}
+
+impl Proxy {
+    pub fn new(
+        config: &Config,
+        stores: &Stores,
+        usage: UsageLog,
+        catalog: Arc<Catalog>,
+        plans: Arc<Plans>,
+    ) -> Proxy {
+        let models_body = models::render(&catalog);
+        Proxy {
+            keys: KeyVerifier::new(stores.records.clone(), config.key_cache_ttl),
+            limiter: RateLimiter::new(stores.counters.clone()),
+            providers: Providers::from_config(config, qnp_shared::providers::http_client()),
+            max_body_bytes: config.max_body_bytes,
+            catalog,
+            plans,
+            usage,
+            models_body,
+        }
+    }
+}
+
+/// The proxy's routes, without fallbacks so `qnp serve` can merge it with the other functions' routers;
+/// whoever serves it applies `routes::with_fallbacks` once.
+pub fn router(proxy: Arc<Proxy>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat::handle))
+        .route("/v1/embeddings", post(embeddings::handle))
+        .route("/v1/models", get(models::handle))
+        .with_state(proxy)
+}

@@ -1,0 +1,298 @@
+//! The `qnp` binary as an operator and a new user run it: keys, serve, usage export, on the embedded store.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use qnp_tests::{MockOpenAi, UPSTREAM_KEY};
+use serde_json::json;
+
+const QNP: &str = env!("CARGO_BIN_EXE_qnp");
+
+fn qnp(data_dir: &std::path::Path, upstream: &str, args: &[&str]) -> std::process::Output {
+    Command::new(QNP)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("QNP_DATA_DIR", data_dir)
+        .env("QNP_OPENAI_BASE_URL", format!("{upstream}/v1"))
+        .env("OPENAI_API_KEY", UPSTREAM_KEY)
+        .env("QNP_BCRYPT_COST", "4")
+        .output()
+        .expect("run qnp")
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "qnp failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `qnp serve` on a free port; without an upstream, no provider credential is configured.
+fn serve(data_dir: &std::path::Path, upstream: Option<&str>) -> Server {
+    let mut command = Command::new(QNP);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env("QNP_DATA_DIR", data_dir)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped());
+    if let Some(upstream) = upstream {
+        command
+            .env("QNP_OPENAI_BASE_URL", format!("{upstream}/v1"))
+            .env("OPENAI_API_KEY", UPSTREAM_KEY);
+    }
+    let mut child = command.spawn().expect("start qnp serve");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("qnp listening on ") {
+                let _ = tx.send(
+                    line[at + "qnp listening on ".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned(),
+                );
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("qnp serve announces its address");
+    Server { child, url }
+}
+
+#[tokio::test]
+async fn keys_serve_and_usage_export_work_as_the_readme_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = MockOpenAi::start().await;
+    let up = upstream.url().to_owned();
+
+    let created = qnp(
+        dir.path(),
+        &up,
+        &[
+            "keys",
+            "create",
+            "--email",
+            "me@example.com",
+            "--name",
+            "laptop, main",
+        ],
+    );
+    let out = stdout(&created);
+    let key = out.lines().last().unwrap().to_owned();
+    assert!(
+        qnp_shared::keys::parse(&key).is_some(),
+        "last line is the key: {out}"
+    );
+    assert_eq!(
+        out.lines().count(),
+        1,
+        "the key is printed once, alone on stdout"
+    );
+
+    let bad_plan = qnp(
+        dir.path(),
+        &up,
+        &[
+            "keys",
+            "create",
+            "--email",
+            "me@example.com",
+            "--plan",
+            "platinum",
+        ],
+    );
+    assert!(!bad_plan.status.success());
+    assert!(String::from_utf8_lossy(&bad_plan.stderr).contains("no plan 'platinum'"));
+    let bad_email = qnp(
+        dir.path(),
+        &up,
+        &["keys", "create", "--email", "not-an-email"],
+    );
+    assert!(!bad_email.status.success());
+
+    let started = Instant::now();
+    let server = serve(dir.path(), Some(&up));
+    eprintln!("qnp serve ready after {:?}", started.elapsed());
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/chat/completions", server.url);
+    let body = json!({"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi there"}]});
+    assert_eq!(
+        http.post(&url)
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let text = http
+        .post(&url)
+        .bearer_auth(&key)
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"));
+
+    // Rows are written in the background; poll the export until both calls are there.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let csv = loop {
+        let csv = stdout(&qnp(
+            dir.path(),
+            &up,
+            &["usage", "export", "--email", "me@example.com"],
+        ));
+        if csv.lines().count() == 3 || Instant::now() > deadline {
+            break csv;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "timestamp,request_id,api_key_id,endpoint,provider,model,streamed,status,prompt_tokens,completion_tokens,cached_tokens,reasoning_tokens,latency_ms,ttft_ms,cost_usd,error_type"
+    );
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    let (key_id, _) = qnp_shared::keys::parse(&key).unwrap();
+    for row in &rows {
+        assert_eq!(row[2], key_id);
+        assert_eq!(row[5], "openai/gpt-4o-mini");
+        assert_eq!(row[7], "200");
+        assert_eq!(row[8], "9");
+        assert!(row[14].parse::<f64>().unwrap() > 0.0);
+    }
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r[6] == "true" && !r[13].is_empty())
+            .count(),
+        1,
+        "the stream has a ttft"
+    );
+    let none = stdout(&qnp(
+        dir.path(),
+        &up,
+        &[
+            "usage",
+            "export",
+            "--email",
+            "me@example.com",
+            "--from",
+            "2020-01-01",
+            "--to",
+            "2020-01-31",
+        ],
+    ));
+    assert_eq!(none.lines().count(), 1, "header only outside the range");
+    let bad = qnp(
+        dir.path(),
+        &up,
+        &[
+            "usage",
+            "export",
+            "--email",
+            "me@example.com",
+            "--from",
+            "last week",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("'from'"));
+
+    let listed = stdout(&qnp(
+        dir.path(),
+        &up,
+        &["keys", "list", "--email", "me@example.com"],
+    ));
+    assert!(
+        listed.contains(key_id) && listed.contains("laptop, main") && listed.contains("active")
+    );
+    assert!(
+        !listed.contains(&key[key.len() - 40..]),
+        "the secret is never listed"
+    );
+    stdout(&qnp(dir.path(), &up, &["keys", "revoke", key_id]));
+    let listed = stdout(&qnp(
+        dir.path(),
+        &up,
+        &["keys", "list", "--email", "me@example.com"],
+    ));
+    assert!(listed.contains("revoked"));
+    assert!(
+        !qnp(dir.path(), &up, &["keys", "revoke", key_id])
+            .status
+            .success()
+    );
+}
+
+#[tokio::test]
+async fn serve_starts_without_upstream_credentials_and_answers_503_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = Command::new(QNP)
+        .args(["keys", "create", "--email", "solo@example.com"])
+        .env_clear()
+        .env("QNP_DATA_DIR", dir.path())
+        .env("QNP_BCRYPT_COST", "4")
+        .output()
+        .unwrap();
+    let key = stdout(&created).lines().last().unwrap().to_owned();
+    let server = serve(dir.path(), None);
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", server.url))
+        .bearer_auth(&key)
+        .json(
+            &json!({"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("OPENAI_API_KEY")
+    );
+}
+
+#[test]
+fn a_malformed_variable_fails_at_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(QNP)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env("QNP_DATA_DIR", dir.path())
+        .env("QNP_MAX_BODY_BYTES", "huge")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("QNP_MAX_BODY_BYTES"));
+}

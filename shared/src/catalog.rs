@@ -1,0 +1,259 @@
+//! The model catalog: which `provider/model` names the gateway serves, their context lengths and prices.
+//!
+//! A versioned catalog is bundled into the binary. `QNP_MODELS_FILE` can extend it (add models, e.g. a
+//! local Ollama model under `openai/`, or change a price) or replace it entirely. The version in force is
+//! recorded on every usage row so a cost can always be traced to the prices that produced it.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::usage::TokenUsage;
+
+const BUNDLED: &str = include_str!("../catalog/models.json");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI and any server speaking its API (vLLM, Ollama, LM Studio, ...).
+    Openai,
+    Anthropic,
+    Google,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Google => "google",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Chat,
+    Embedding,
+}
+
+/// One catalog entry. Prices are USD per million tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Model {
+    /// The name clients use: `provider/model`.
+    pub id: String,
+    pub provider: ProviderKind,
+    /// The name the upstream knows the model by.
+    pub upstream_model: String,
+    pub kind: ModelKind,
+    pub context_length: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_per_mtok: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_mtok: Option<f64>,
+}
+
+impl Model {
+    /// The cost in USD of one call's usage at this model's prices. Cached prompt tokens and cache writes
+    /// are part of `prompt_tokens` and are charged at their own rates where the model has them.
+    pub fn cost_usd(&self, usage: &TokenUsage) -> f64 {
+        let cached = usage.cached_tokens.min(usage.prompt_tokens);
+        let written = usage.cache_write_tokens.min(usage.prompt_tokens - cached);
+        let fresh = usage.prompt_tokens - cached - written;
+        let per = |tokens: u64, price: f64| tokens as f64 * price / 1_000_000.0;
+        per(fresh, self.input_per_mtok)
+            + per(
+                cached,
+                self.cached_input_per_mtok.unwrap_or(self.input_per_mtok),
+            )
+            + per(
+                written,
+                self.cache_write_per_mtok.unwrap_or(self.input_per_mtok),
+            )
+            + per(usage.completion_tokens, self.output_per_mtok)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CatalogFile {
+    version: String,
+    /// `extend` (default) adds to and overrides the bundled catalog; `replace` discards it.
+    #[serde(default)]
+    mode: Mode,
+    models: Vec<Model>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    #[default]
+    Extend,
+    Replace,
+}
+
+#[derive(Debug)]
+pub struct Catalog {
+    version: String,
+    models: Vec<Arc<Model>>,
+    by_id: HashMap<String, Arc<Model>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("QNP_MODELS_FILE {path}: {reason}")]
+pub struct CatalogError {
+    path: String,
+    reason: String,
+}
+
+impl Catalog {
+    pub fn bundled() -> Catalog {
+        let file: CatalogFile =
+            serde_json::from_str(BUNDLED).expect("the bundled catalog is valid JSON");
+        Catalog::new(file.version, file.models)
+    }
+
+    /// The bundled catalog, extended or replaced by the operator's file when one is configured.
+    pub fn load(models_file: Option<&Path>) -> Result<Catalog, CatalogError> {
+        let Some(path) = models_file else {
+            return Ok(Catalog::bundled());
+        };
+        let err = |reason: String| CatalogError {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let file: CatalogFile = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        for model in &file.models {
+            let expected = format!("{}/", model.provider.as_str());
+            if !model.id.starts_with(&expected) {
+                return Err(err(format!(
+                    "model id '{}' must start with '{expected}'",
+                    model.id
+                )));
+            }
+        }
+        if file.mode == Mode::Replace {
+            return Ok(Catalog::new(file.version, file.models));
+        }
+        let bundled = Catalog::bundled();
+        let mut models: Vec<Model> = bundled.models.iter().map(|m| (**m).clone()).collect();
+        for model in file.models {
+            match models.iter_mut().find(|m| m.id == model.id) {
+                Some(existing) => *existing = model,
+                None => models.push(model),
+            }
+        }
+        Ok(Catalog::new(
+            format!("{}+{}", bundled.version, file.version),
+            models,
+        ))
+    }
+
+    fn new(version: String, models: Vec<Model>) -> Catalog {
+        let models: Vec<Arc<Model>> = models.into_iter().map(Arc::new).collect();
+        let by_id = models.iter().map(|m| (m.id.clone(), m.clone())).collect();
+        Catalog {
+            version,
+            models,
+            by_id,
+        }
+    }
+
+    /// The price table's version, recorded on every usage row.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Model>> {
+        self.by_id.get(id)
+    }
+
+    pub fn models(&self) -> &[Arc<Model>] {
+        &self.models
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_catalog_covers_three_providers_and_embeddings() {
+        let catalog = Catalog::bundled();
+        assert!(catalog.models().len() >= 12);
+        for provider in [
+            ProviderKind::Openai,
+            ProviderKind::Anthropic,
+            ProviderKind::Google,
+        ] {
+            assert!(catalog.models().iter().any(|m| m.provider == provider));
+        }
+        assert!(
+            catalog
+                .models()
+                .iter()
+                .any(|m| m.kind == ModelKind::Embedding)
+        );
+        for model in catalog.models() {
+            assert!(
+                model
+                    .id
+                    .starts_with(&format!("{}/", model.provider.as_str()))
+            );
+            assert!(model.input_per_mtok > 0.0, "{} has no price", model.id);
+            assert!(model.context_length > 0);
+        }
+    }
+
+    #[test]
+    fn cost_charges_cached_tokens_at_their_own_rate() {
+        let catalog = Catalog::bundled();
+        let model = catalog.get("openai/gpt-4o-mini").unwrap();
+        let usage = TokenUsage {
+            prompt_tokens: 1_000_000,
+            completion_tokens: 1_000_000,
+            cached_tokens: 500_000,
+            ..Default::default()
+        };
+        let expected = 0.5 * model.input_per_mtok
+            + 0.5 * model.cached_input_per_mtok.unwrap()
+            + model.output_per_mtok;
+        assert!((model.cost_usd(&usage) - expected).abs() < 1e-9);
+    }
+
+    #[test]
+    fn models_file_extends_or_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("models.json");
+        std::fs::write(
+            &path,
+            r#"{"version":"local-1","models":[{"id":"openai/llama3.2","provider":"openai",
+            "upstream_model":"llama3.2","kind":"chat","context_length":131072,
+            "input_per_mtok":0.0,"output_per_mtok":0.0}]}"#,
+        )
+        .unwrap();
+        let extended = Catalog::load(Some(&path)).unwrap();
+        assert!(extended.get("openai/llama3.2").is_some());
+        assert!(extended.get("openai/gpt-4o-mini").is_some());
+        assert!(extended.version().ends_with("+local-1"));
+
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"version\"", "\"mode\":\"replace\",\"version\"");
+        std::fs::write(&path, text).unwrap();
+        let replaced = Catalog::load(Some(&path)).unwrap();
+        assert_eq!(replaced.models().len(), 1);
+        assert_eq!(replaced.version(), "local-1");
+
+        std::fs::write(&path, "{").unwrap();
+        let err = Catalog::load(Some(&path)).unwrap_err();
+        assert!(err.to_string().contains("QNP_MODELS_FILE"));
+    }
+}

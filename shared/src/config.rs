@@ -1,0 +1,285 @@
+//! Typed configuration read once at cold start from the environment, optionally overlaid with the JSON
+//! object in the Secrets Manager secret named by `QNP_SECRETS_ID`. A missing or malformed value is an
+//! error naming the variable, so a bad deploy fails at start rather than on the first request.
+//!
+//! Configuration is read from an explicit map, not from `std::env` directly, so tests can build many
+//! configurations side by side in one process.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{variable} is malformed: {reason}")]
+    Malformed { variable: String, reason: String },
+    #[error("{variable} must be set: {reason}")]
+    Missing { variable: String, reason: String },
+    #[error("could not read the secret {secret_id} named by QNP_SECRETS_ID: {reason}")]
+    Secret { secret_id: String, reason: String },
+}
+
+/// The variables configuration is read from (the process environment plus the secret's keys).
+#[derive(Debug, Clone, Default)]
+pub struct Env(HashMap<String, String>);
+
+impl Env {
+    pub fn from_process() -> Self {
+        Env(std::env::vars().collect())
+    }
+
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Env(pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect())
+    }
+
+    pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.0.insert(key.into(), value.into());
+    }
+
+    /// A set, non-empty value.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: FromStr>(&self, key: &str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(key) {
+            None => Ok(default),
+            Some(raw) => raw.parse().map_err(|e: T::Err| ConfigError::Malformed {
+                variable: key.into(),
+                reason: format!("'{raw}': {e}"),
+            }),
+        }
+    }
+
+    fn url(&self, key: &str, default: &str) -> Result<String, ConfigError> {
+        let value = self.get(key).unwrap_or(default);
+        let ok = (value.starts_with("http://") || value.starts_with("https://"))
+            && value.len() > "https://".len();
+        if !ok {
+            return Err(ConfigError::Malformed {
+                variable: key.into(),
+                reason: format!("'{value}' is not an http(s) URL"),
+            });
+        }
+        Ok(value.trim_end_matches('/').to_string())
+    }
+
+    /// Overlays the keys of a Secrets Manager JSON object. Variables already set in the environment win,
+    /// so an operator can override a single secret value without editing the secret.
+    pub fn overlay_secret(&mut self, secret_id: &str, json: &str) -> Result<(), ConfigError> {
+        let values: HashMap<String, serde_json::Value> =
+            serde_json::from_str(json).map_err(|e| ConfigError::Secret {
+                secret_id: secret_id.into(),
+                reason: format!("its value is not a JSON object: {e}"),
+            })?;
+        for (key, value) in values {
+            let value = match value {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Null => continue,
+                other => other.to_string(),
+            };
+            if self.get(&key).is_none() {
+                self.0.insert(key, value);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One upstream provider's endpoint and credential.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub base_url: String,
+    pub api_key: Option<String>,
+    /// The variable an operator sets to supply `api_key`; named in the 503 a client sees when it is unset.
+    pub key_variable: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mongodb_uri: Option<String>,
+    pub mongodb_db: String,
+    pub dynamodb_table: Option<String>,
+    pub data_dir: PathBuf,
+    pub session_secret: Option<String>,
+    pub openai: UpstreamConfig,
+    pub anthropic: UpstreamConfig,
+    pub gemini: UpstreamConfig,
+    pub public_url: Option<String>,
+    pub models_file: Option<PathBuf>,
+    pub plans_file: Option<PathBuf>,
+    /// Largest request body the proxy accepts, checked before any upstream call.
+    pub max_body_bytes: usize,
+    /// How long the upstream may take to send response headers.
+    pub upstream_first_byte_timeout: Duration,
+    /// Longest silence between two chunks of an upstream stream before it is treated as dropped.
+    pub upstream_idle_timeout: Duration,
+    /// How long a verified key is trusted before its record is read again (revocation delay).
+    pub key_cache_ttl: Duration,
+    /// bcrypt work factor for new API keys.
+    pub bcrypt_cost: u32,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment and, when `QNP_SECRETS_ID` is set, from that
+    /// Secrets Manager secret.
+    pub async fn load() -> Result<Config, ConfigError> {
+        let mut env = Env::from_process();
+        if let Some(secret_id) = env.get("QNP_SECRETS_ID").map(str::to_owned) {
+            let json = crate::secrets::fetch_secret_string(&secret_id).await?;
+            env.overlay_secret(&secret_id, &json)?;
+        }
+        Config::from_env(&env)
+    }
+
+    /// Lambda has no durable local disk, so a function must run on MongoDB and DynamoDB, never the
+    /// embedded store; this makes a forgotten variable a cold-start error rather than lost data.
+    pub fn require_cloud_stores(&self) -> Result<(), ConfigError> {
+        let reason =
+            "a Lambda function keeps nothing on local disk; set it (QNP_MONGODB_URI in the secret)";
+        if self.mongodb_uri.is_none() {
+            return Err(ConfigError::Missing {
+                variable: "QNP_MONGODB_URI".into(),
+                reason: reason.into(),
+            });
+        }
+        if self.dynamodb_table.is_none() {
+            return Err(ConfigError::Missing {
+                variable: "QNP_DYNAMODB_TABLE".into(),
+                reason: reason.into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
+        let upstream = |base_var: &str, default: &str, key_var: &'static str| {
+            Ok::<_, ConfigError>(UpstreamConfig {
+                base_url: env.url(base_var, default)?,
+                api_key: env.get(key_var).map(str::to_owned),
+                key_variable: key_var,
+            })
+        };
+        let key_cache_secs: u64 = env.parse("QNP_KEY_CACHE_SECS", 60)?;
+        if key_cache_secs > 60 {
+            return Err(ConfigError::Malformed {
+                variable: "QNP_KEY_CACHE_SECS".into(),
+                reason: "must be at most 60 so revocation takes effect within a minute".into(),
+            });
+        }
+        if let Some(uri) = env.get("QNP_MONGODB_URI")
+            && !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://"))
+        {
+            return Err(ConfigError::Malformed {
+                variable: "QNP_MONGODB_URI".into(),
+                reason: "must start with mongodb:// or mongodb+srv://".into(),
+            });
+        }
+        let public_url = match env.get("QNP_PUBLIC_URL") {
+            Some(_) => Some(env.url("QNP_PUBLIC_URL", "")?),
+            None => None,
+        };
+        Ok(Config {
+            mongodb_uri: env.get("QNP_MONGODB_URI").map(str::to_owned),
+            mongodb_db: env.get("QNP_MONGODB_DB").unwrap_or("qnp").to_owned(),
+            dynamodb_table: env.get("QNP_DYNAMODB_TABLE").map(str::to_owned),
+            data_dir: PathBuf::from(env.get("QNP_DATA_DIR").unwrap_or("./.qnp")),
+            session_secret: env.get("QNP_SESSION_SECRET").map(str::to_owned),
+            openai: upstream(
+                "QNP_OPENAI_BASE_URL",
+                "https://api.openai.com/v1",
+                "OPENAI_API_KEY",
+            )?,
+            anthropic: upstream(
+                "QNP_ANTHROPIC_BASE_URL",
+                "https://api.anthropic.com",
+                "ANTHROPIC_API_KEY",
+            )?,
+            gemini: upstream(
+                "QNP_GEMINI_BASE_URL",
+                "https://generativelanguage.googleapis.com",
+                "GEMINI_API_KEY",
+            )?,
+            public_url,
+            models_file: env.get("QNP_MODELS_FILE").map(PathBuf::from),
+            plans_file: env.get("QNP_PLANS_FILE").map(PathBuf::from),
+            max_body_bytes: env.parse("QNP_MAX_BODY_BYTES", 8 * 1024 * 1024)?,
+            upstream_first_byte_timeout: Duration::from_secs_f64(
+                env.parse("QNP_UPSTREAM_TIMEOUT_SECS", 120.0)?,
+            ),
+            upstream_idle_timeout: Duration::from_secs_f64(
+                env.parse("QNP_UPSTREAM_IDLE_TIMEOUT_SECS", 120.0)?,
+            ),
+            key_cache_ttl: Duration::from_secs(key_cache_secs),
+            bcrypt_cost: bcrypt_cost(env)?,
+        })
+    }
+}
+
+fn bcrypt_cost(env: &Env) -> Result<u32, ConfigError> {
+    let cost: u32 = env.parse("QNP_BCRYPT_COST", 12)?;
+    if !(4..=31).contains(&cost) {
+        return Err(ConfigError::Malformed {
+            variable: "QNP_BCRYPT_COST".into(),
+            reason: format!("{cost} is outside bcrypt's range 4..=31"),
+        });
+    }
+    Ok(cost)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_use_embedded_store_and_public_upstreams() {
+        let config = Config::from_env(&Env::default()).unwrap();
+        assert!(config.mongodb_uri.is_none());
+        assert!(config.dynamodb_table.is_none());
+        assert_eq!(config.data_dir, PathBuf::from("./.qnp"));
+        assert_eq!(config.openai.base_url, "https://api.openai.com/v1");
+        assert_eq!(config.mongodb_db, "qnp");
+    }
+
+    #[test]
+    fn malformed_values_name_the_variable() {
+        for (key, value) in [
+            ("QNP_MAX_BODY_BYTES", "lots"),
+            ("QNP_OPENAI_BASE_URL", "api.openai.com"),
+            ("QNP_MONGODB_URI", "postgres://x"),
+            ("QNP_KEY_CACHE_SECS", "600"),
+            ("QNP_UPSTREAM_TIMEOUT_SECS", "soon"),
+        ] {
+            let err = Config::from_env(&Env::from_pairs([(key, value)])).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn secret_fills_unset_variables_but_environment_wins() {
+        let mut env = Env::from_pairs([("OPENAI_API_KEY", "from-env")]);
+        env.overlay_secret(
+            "s",
+            r#"{"OPENAI_API_KEY":"from-secret","ANTHROPIC_API_KEY":"a","QNP_MAX_BODY_BYTES":1024}"#,
+        )
+        .unwrap();
+        let config = Config::from_env(&env).unwrap();
+        assert_eq!(config.openai.api_key.as_deref(), Some("from-env"));
+        assert_eq!(config.anthropic.api_key.as_deref(), Some("a"));
+        assert_eq!(config.max_body_bytes, 1024);
+        let err = env.overlay_secret("s", "[1,2]").unwrap_err();
+        assert!(err.to_string().contains("QNP_SECRETS_ID"));
+    }
+}

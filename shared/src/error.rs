@@ -1,0 +1,234 @@
+//! One error type for everything a client can be told, with an exhaustive mapping to an HTTP status and
+//! the OpenAI error shape. Internal detail (upstream bodies, credentials, database errors) is logged where
+//! the error is created and never reaches `message`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The body is not valid JSON.
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// A field is missing or has the wrong type; names the field.
+    #[error("{message}")]
+    InvalidField { field: String, message: String },
+    #[error("the request body is larger than the {limit_bytes}-byte limit")]
+    BodyTooLarge { limit_bytes: usize },
+    #[error(
+        "the model '{0}' is not in the catalog; models are named provider/model, list them with GET /v1/models"
+    )]
+    UnknownModel(String),
+    #[error("{0}")]
+    WrongModelKind(String),
+    #[error("missing API key: send it as 'Authorization: Bearer <key>'")]
+    MissingKey,
+    #[error("invalid API key")]
+    InvalidKey,
+    #[error("this API key has been revoked")]
+    RevokedKey,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    PaymentRequired(String),
+    #[error(
+        "rate limit reached: {limit} requests per minute for this key; retry after {retry_after_secs} s"
+    )]
+    RateLimited { limit: u64, retry_after_secs: u64 },
+    /// The provider is known but the operator has not configured its credential.
+    #[error(
+        "the {provider} provider is not configured on this gateway (the operator must set {variable})"
+    )]
+    ProviderNotConfigured {
+        provider: &'static str,
+        variable: &'static str,
+    },
+    /// A 4xx from the upstream that is the caller's to fix; `message` is the upstream's own safe message.
+    #[error("{message}")]
+    UpstreamRejected {
+        status: StatusCode,
+        message: String,
+        kind: String,
+        code: Option<String>,
+    },
+    #[error("{0}")]
+    NotImplemented(String),
+    #[error("the upstream provider failed to answer")]
+    UpstreamFailed,
+    #[error("the upstream provider did not answer in time")]
+    UpstreamTimeout,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("no such route: {0}")]
+    NotFound(String),
+    /// Anything else: logged in full where it happened, reported as a bare 500.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// The wire shape `{"error":{"message","type","code"}}` that OpenAI SDKs parse.
+#[derive(Serialize)]
+struct OpenAiErrorBody<'a> {
+    error: OpenAiError<'a>,
+}
+
+#[derive(Serialize)]
+struct OpenAiError<'a> {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+impl GatewayError {
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        GatewayError::Internal(err.into())
+    }
+
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        GatewayError::InvalidField {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        use GatewayError::*;
+        match self {
+            MalformedJson(_) | InvalidField { .. } | UnknownModel(_) | WrongModelKind(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            MissingKey | InvalidKey | RevokedKey => StatusCode::UNAUTHORIZED,
+            Forbidden(_) => StatusCode::FORBIDDEN,
+            PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProviderNotConfigured { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamRejected { status, .. } => *status,
+            NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            UpstreamFailed => StatusCode::BAD_GATEWAY,
+            UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            NotFound(_) => StatusCode::NOT_FOUND,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The OpenAI `type` string; also what the usage log records as `error_type`.
+    pub fn kind(&self) -> &str {
+        use GatewayError::*;
+        match self {
+            MalformedJson(_) | InvalidField { .. } | WrongModelKind(_) => "invalid_request_error",
+            UnknownModel(_) => "model_not_found",
+            BodyTooLarge { .. } => "request_too_large",
+            MissingKey | InvalidKey | RevokedKey => "authentication_error",
+            Forbidden(_) => "permission_error",
+            PaymentRequired(_) => "insufficient_quota",
+            RateLimited { .. } => "rate_limit_exceeded",
+            ProviderNotConfigured { .. } => "provider_not_configured",
+            UpstreamRejected { kind, .. } => kind,
+            NotImplemented(_) => "not_implemented",
+            UpstreamFailed => "upstream_error",
+            UpstreamTimeout => "upstream_timeout",
+            MethodNotAllowed => "method_not_allowed",
+            NotFound(_) => "not_found",
+            Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        use GatewayError::*;
+        match self {
+            InvalidKey | MissingKey => Some("invalid_api_key"),
+            RevokedKey => Some("revoked_api_key"),
+            UnknownModel(_) => Some("model_not_found"),
+            RateLimited { .. } => Some("rate_limit_exceeded"),
+            UpstreamRejected { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            GatewayError::InvalidField { field, .. } => Some(field),
+            GatewayError::UnknownModel(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// The message a client may see. `Internal` hides its cause.
+    pub fn public_message(&self) -> String {
+        self.to_string()
+    }
+
+    /// The OpenAI-shaped JSON body for this error.
+    pub fn openai_body(&self) -> Vec<u8> {
+        let body = OpenAiErrorBody {
+            error: OpenAiError {
+                message: self.public_message(),
+                kind: self.kind(),
+                param: self.param(),
+                code: self.code(),
+            },
+        };
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        if let GatewayError::Internal(cause) = &self {
+            tracing::error!(error = ?cause, "internal error");
+        }
+        let mut response = (self.status(), self.openai_body()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let GatewayError::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}
+
+pub type Result<T, E = GatewayError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_openai_shape_and_hides_internal_detail() {
+        let err = GatewayError::internal(anyhow::anyhow!("mongodb://user:pw@host failed"));
+        let body: serde_json::Value = serde_json::from_slice(&err.openai_body()).unwrap();
+        assert_eq!(body["error"]["message"], "internal error");
+        assert_eq!(body["error"]["type"], "internal_error");
+        assert!(!body.to_string().contains("pw@host"));
+    }
+
+    #[test]
+    fn rate_limited_sets_retry_after() {
+        let response = GatewayError::RateLimited {
+            limit: 10,
+            retry_after_secs: 7,
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn invalid_field_names_the_field() {
+        let err = GatewayError::field("messages", "'messages' must be an array");
+        let body: serde_json::Value = serde_json::from_slice(&err.openai_body()).unwrap();
+        assert_eq!(body["error"]["param"], "messages");
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+    }
+}

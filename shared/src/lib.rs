@@ -1,0 +1,16 @@
+//! QNP's shared library: everything the Lambda functions and the `qnp` binary have in common.
+
+pub mod accounts;
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod limits;
+pub mod plans;
+pub mod providers;
+pub mod secrets;
+pub mod store;
+pub mod usage;
+pub mod usage_log;
+
+pub use error::GatewayError;

@@ -1,0 +1,300 @@
+//! Upstream providers behind one trait: the proxy hands a provider an OpenAI-format request and gets an
+//! OpenAI-format reply (whole or as a stream of SSE events), so routing never knows a wire format.
+//! One module per upstream wire format.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::catalog::{Model, ProviderKind};
+use crate::config::{Config, UpstreamConfig};
+use crate::error::GatewayError;
+use crate::usage::TokenUsage;
+
+pub mod openai;
+pub mod sse;
+
+/// A JSON request body as top-level fields whose values stay raw: the gateway reads and rewrites a few
+/// fields (model, stream options) and forwards the rest byte for byte, never parsing prompt content.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct RequestBody(pub IndexMap<String, Box<RawValue>>);
+
+impl RequestBody {
+    pub fn parse(bytes: &[u8]) -> Result<RequestBody, GatewayError> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            if e.is_data() {
+                GatewayError::MalformedJson("the body must be a JSON object".into())
+            } else {
+                GatewayError::MalformedJson(e.to_string())
+            }
+        })
+    }
+
+    pub fn raw(&self, field: &str) -> Option<&str> {
+        self.0.get(field).map(|v| v.get())
+    }
+
+    /// Parses one field into `T`, with a 400 naming the field when it has the wrong type.
+    pub fn get<'a, T: Deserialize<'a>>(
+        &'a self,
+        field: &str,
+        expected: &str,
+    ) -> Result<Option<T>, GatewayError> {
+        match self.raw(field) {
+            None | Some("null") => Ok(None),
+            Some(raw) => serde_json::from_str(raw)
+                .map(Some)
+                .map_err(|_| GatewayError::field(field, format!("'{field}' must be {expected}"))),
+        }
+    }
+
+    pub fn set(&mut self, field: &str, value: &impl serde::Serialize) {
+        let raw = serde_json::value::to_raw_value(value).expect("serialisable value");
+        self.0.insert(field.to_owned(), raw);
+    }
+
+    pub fn remove(&mut self, field: &str) {
+        self.0.shift_remove(field);
+    }
+
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(&self.0).expect("raw JSON values serialise"))
+    }
+}
+
+/// A chat completion request as the proxy validated it.
+pub struct ChatRequest {
+    pub body: RequestBody,
+    pub stream: bool,
+}
+
+/// One event of a reply stream, already framed as an OpenAI-format SSE event.
+pub enum StreamItem {
+    Event {
+        bytes: Bytes,
+        /// The provider's own usage accounting, when this event carries it.
+        usage: Option<TokenUsage>,
+        /// The event exists only to carry usage (OpenAI's final chunk with empty `choices`); it is
+        /// forwarded only to clients that asked for usage.
+        usage_only: bool,
+        /// The protocol's end (OpenAI's `data: [DONE]`): the client has everything once it has this, so
+        /// the call is complete even if the client hangs up right after, and the response ends here
+        /// whether or not the upstream closes its side promptly.
+        last: bool,
+    },
+    /// The upstream failed mid-stream; the proxy ends the client's stream with an error event.
+    Failed(GatewayError),
+}
+
+pub enum Reply {
+    /// A whole JSON body, forwarded unchanged.
+    Complete {
+        body: Bytes,
+        usage: Option<TokenUsage>,
+    },
+    Stream(BoxStream<'static, StreamItem>),
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    async fn chat(&self, model: &Model, request: ChatRequest) -> Result<Reply, GatewayError>;
+    async fn embeddings(&self, model: &Model, body: RequestBody) -> Result<Reply, GatewayError>;
+}
+
+/// Timeouts every provider applies to its upstream calls.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub first_byte: Duration,
+    pub idle: Duration,
+}
+
+/// The configured providers. A provider without a credential answers 503 naming the variable to set,
+/// while the rest of the gateway works.
+pub struct Providers {
+    openai: Result<Arc<dyn Provider>, GatewayError>,
+    anthropic: Result<Arc<dyn Provider>, GatewayError>,
+    google: Result<Arc<dyn Provider>, GatewayError>,
+}
+
+fn not_configured(provider: &'static str, upstream: &UpstreamConfig) -> GatewayError {
+    GatewayError::ProviderNotConfigured {
+        provider,
+        variable: upstream.key_variable,
+    }
+}
+
+/// One HTTP client for all upstreams, built once per process so connections are pooled and reused.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client configuration is valid")
+}
+
+impl Providers {
+    pub fn from_config(config: &Config, http: reqwest::Client) -> Providers {
+        let timeouts = Timeouts {
+            first_byte: config.upstream_first_byte_timeout,
+            idle: config.upstream_idle_timeout,
+        };
+        let openai = match &config.openai.api_key {
+            Some(key) => Ok(Arc::new(openai::OpenAi::new(
+                http,
+                &config.openai.base_url,
+                key,
+                timeouts,
+            )) as Arc<dyn Provider>),
+            None => Err(not_configured("openai", &config.openai)),
+        };
+        let unsupported = |name: &'static str, upstream: &UpstreamConfig| {
+            Err(match upstream.api_key {
+                None => not_configured(name, upstream),
+                Some(_) => GatewayError::NotImplemented(format!(
+                    "{name} models are listed in the catalog but this gateway cannot call them yet"
+                )),
+            })
+        };
+        Providers {
+            openai,
+            anthropic: unsupported("anthropic", &config.anthropic),
+            google: unsupported("google", &config.gemini),
+        }
+    }
+
+    pub fn get(&self, kind: ProviderKind) -> Result<&Arc<dyn Provider>, GatewayError> {
+        let slot = match kind {
+            ProviderKind::Openai => &self.openai,
+            ProviderKind::Anthropic => &self.anthropic,
+            ProviderKind::Google => &self.google,
+        };
+        slot.as_ref().map_err(clone_error)
+    }
+}
+
+fn clone_error(err: &GatewayError) -> GatewayError {
+    match err {
+        GatewayError::ProviderNotConfigured { provider, variable } => {
+            GatewayError::ProviderNotConfigured { provider, variable }
+        }
+        other => GatewayError::NotImplemented(other.to_string()),
+    }
+}
+
+/// The OpenAI error envelope most upstreams use for 4xx bodies.
+#[derive(Deserialize)]
+struct UpstreamErrorBody {
+    error: UpstreamErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct UpstreamErrorDetail {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    code: Option<serde_json::Value>,
+}
+
+/// Maps an upstream error response to what the client may see. A 4xx about the request is the caller's
+/// to fix and passes through in the OpenAI shape; an upstream 401/403 is the operator's credential and a
+/// 5xx is the upstream's fault: both become a bare 502 with the detail only in our logs.
+pub fn upstream_error(provider: &str, status: u16, body: &[u8]) -> GatewayError {
+    let detail = serde_json::from_slice::<UpstreamErrorBody>(body).ok();
+    match status {
+        400 | 404 | 409 | 413 | 422 | 429 => {
+            let message = detail
+                .as_ref()
+                .and_then(|d| d.error.message.clone())
+                .unwrap_or_else(|| {
+                    format!("the upstream provider rejected the request ({status})")
+                });
+            let mut message: String = message.chars().take(1000).collect();
+            if status == 429 {
+                message = format!("the upstream provider is rate limiting: {message}");
+            }
+            GatewayError::UpstreamRejected {
+                status: axum::http::StatusCode::from_u16(status)
+                    .unwrap_or(axum::http::StatusCode::BAD_REQUEST),
+                message,
+                kind: detail
+                    .as_ref()
+                    .and_then(|d| d.error.kind.clone())
+                    .unwrap_or_else(|| "invalid_request_error".into()),
+                code: detail.and_then(|d| match d.error.code {
+                    Some(serde_json::Value::String(s)) => Some(s),
+                    _ => None,
+                }),
+            }
+        }
+        _ => {
+            tracing::warn!(
+                provider,
+                status,
+                "upstream error response (body withheld from the client)"
+            );
+            GatewayError::UpstreamFailed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_body_round_trips_untouched_fields_verbatim() {
+        let text = br#"{"model":"openai/x","messages":[{"role":"user","content":"h\u00e9 \"q\""}],"temperature":0.70}"#;
+        let mut body = RequestBody::parse(text).unwrap();
+        body.set("model", &"x");
+        let out = String::from_utf8(body.to_bytes().to_vec()).unwrap();
+        assert_eq!(
+            out,
+            r#"{"model":"x","messages":[{"role":"user","content":"h\u00e9 \"q\""}],"temperature":0.70}"#
+        );
+    }
+
+    #[test]
+    fn body_errors_are_precise() {
+        assert!(matches!(
+            RequestBody::parse(b"{\"model\": "),
+            Err(GatewayError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            RequestBody::parse(b"[1]"),
+            Err(GatewayError::MalformedJson(_))
+        ));
+        let body = RequestBody::parse(br#"{"stream":"yes"}"#).unwrap();
+        let err = body.get::<bool>("stream", "a boolean").unwrap_err();
+        assert!(err.to_string().contains("'stream'"));
+    }
+
+    #[test]
+    fn upstream_errors_hide_credentials_and_server_faults() {
+        let e = upstream_error(
+            "openai",
+            401,
+            br#"{"error":{"message":"Incorrect API key provided: sk-live-123"}}"#,
+        );
+        assert_eq!(e.status(), 502);
+        assert!(!e.to_string().contains("sk-live"));
+        let e = upstream_error(
+            "openai",
+            400,
+            br#"{"error":{"message":"max_tokens is too large","type":"invalid_request_error","code":"bad"}}"#,
+        );
+        assert_eq!(e.status(), 400);
+        assert_eq!(e.to_string(), "max_tokens is too large");
+        assert_eq!(e.code(), Some("bad"));
+        assert_eq!(upstream_error("openai", 503, b"oops").status(), 502);
+    }
+}

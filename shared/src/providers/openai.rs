@@ -1,0 +1,302 @@
+//! OpenAI and every server that speaks its API (vLLM, Ollama, LM Studio, ...): requests and replies are
+//! already in the gateway's format, so this only swaps the model name, asks for stream usage, and reads
+//! usage out of the reply without altering it.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use super::sse::{self, SseFramer};
+use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Timeouts, upstream_error};
+use crate::catalog::Model;
+use crate::error::GatewayError;
+use crate::usage::TokenUsage;
+
+pub struct OpenAi {
+    http: reqwest::Client,
+    chat_url: String,
+    embeddings_url: String,
+    authorization: String,
+    timeouts: Timeouts,
+}
+
+/// OpenAI's usage object (chat and embeddings).
+#[derive(Debug, Default, Deserialize)]
+pub struct OpenAiUsage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    pub completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PromptDetails {
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CompletionDetails {
+    #[serde(default)]
+    pub reasoning_tokens: Option<u64>,
+}
+
+impl From<OpenAiUsage> for TokenUsage {
+    fn from(u: OpenAiUsage) -> TokenUsage {
+        TokenUsage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cached_tokens: u
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            cache_write_tokens: 0,
+            reasoning_tokens: u
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// Only the fields the gateway reads from a reply; everything else is skipped without allocation.
+#[derive(Deserialize)]
+struct UsageProbe {
+    #[serde(default)]
+    usage: Option<OpenAiUsage>,
+    #[serde(default)]
+    choices: Option<Vec<IgnoredAny>>,
+}
+
+const DONE: &[u8] = b"[DONE]";
+
+impl OpenAi {
+    pub fn new(http: reqwest::Client, base_url: &str, api_key: &str, timeouts: Timeouts) -> OpenAi {
+        OpenAi {
+            http,
+            chat_url: format!("{base_url}/chat/completions"),
+            embeddings_url: format!("{base_url}/embeddings"),
+            authorization: format!("Bearer {api_key}"),
+            timeouts,
+        }
+    }
+
+    async fn post(
+        &self,
+        url: &str,
+        body: Bytes,
+        stream: bool,
+    ) -> Result<reqwest::Response, GatewayError> {
+        let request = self
+            .http
+            .post(url)
+            .header("authorization", &self.authorization)
+            .header("content-type", "application/json")
+            .header(
+                "accept",
+                if stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+            )
+            .body(body)
+            .send();
+        let response = match tokio::time::timeout(self.timeouts.first_byte, request).await {
+            Err(_) => return Err(GatewayError::UpstreamTimeout),
+            Ok(Err(e)) if e.is_timeout() => return Err(GatewayError::UpstreamTimeout),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "openai upstream request failed");
+                return Err(GatewayError::UpstreamFailed);
+            }
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status().as_u16();
+        if status >= 400 {
+            let body = read_body(response, self.timeouts.first_byte)
+                .await
+                .unwrap_or_default();
+            return Err(upstream_error("openai", status, &body));
+        }
+        Ok(response)
+    }
+
+    async fn complete(&self, response: reqwest::Response) -> Result<Reply, GatewayError> {
+        let body = read_body(response, self.timeouts.first_byte).await?;
+        let usage = serde_json::from_slice::<UsageProbe>(&body)
+            .ok()
+            .and_then(|p| p.usage)
+            .map(TokenUsage::from);
+        Ok(Reply::Complete { body, usage })
+    }
+}
+
+async fn read_body(response: reqwest::Response, limit: Duration) -> Result<Bytes, GatewayError> {
+    match tokio::time::timeout(limit, response.bytes()).await {
+        Err(_) => Err(GatewayError::UpstreamTimeout),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "reading the upstream body failed");
+            Err(GatewayError::UpstreamFailed)
+        }
+        Ok(Ok(body)) => Ok(body),
+    }
+}
+
+/// Classifies one upstream SSE event. Only events that mention usage are parsed at all.
+fn classify(event: Bytes) -> StreamItem {
+    let last = is_done(&event);
+    let mut usage = None;
+    let mut usage_only = false;
+    if memchr::memmem::find(&event, b"\"usage\"").is_some()
+        && let Some(data) = sse::data(&event)
+        && let Ok(probe) = serde_json::from_slice::<UsageProbe>(&data)
+        && let Some(u) = probe.usage
+    {
+        usage = Some(TokenUsage::from(u));
+        usage_only = probe.choices.is_none_or(|c| c.is_empty());
+    }
+    StreamItem::Event {
+        bytes: event,
+        usage,
+        usage_only,
+        last,
+    }
+}
+
+fn is_done(event: &[u8]) -> bool {
+    sse::data(event).is_some_and(|d| d == DONE)
+}
+
+/// Turns the upstream body into framed events, applying the idle timeout and flagging a stream that ends
+/// without OpenAI's `[DONE]` terminator as failed (the connection dropped).
+fn event_stream(
+    response: reqwest::Response,
+    idle: Duration,
+) -> futures_util::stream::BoxStream<'static, StreamItem> {
+    let mut body = response.bytes_stream();
+    async_stream::stream! {
+        let mut framer = SseFramer::default();
+        loop {
+            match tokio::time::timeout(idle, body.next()).await {
+                Err(_) => {
+                    yield StreamItem::Failed(GatewayError::UpstreamTimeout);
+                    return;
+                }
+                Ok(Some(Ok(chunk))) => {
+                    for event in framer.push(chunk) {
+                        let item = classify(event);
+                        let done = matches!(item, StreamItem::Event { last: true, .. });
+                        if done {
+                            // Consume the end of the body if it already arrived, so the pooled
+                            // connection can be reused; never wait for it.
+                            let _ = body.next().now_or_never();
+                        }
+                        yield item;
+                        if done {
+                            return;
+                        }
+                    }
+                }
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "upstream stream broke");
+                    yield StreamItem::Failed(GatewayError::UpstreamFailed);
+                    return;
+                }
+                Ok(None) => break,
+            }
+        }
+        if let Some(tail) = framer.finish() {
+            let item = classify(tail);
+            let done = matches!(item, StreamItem::Event { last: true, .. });
+            yield item;
+            if done {
+                return;
+            }
+        }
+        tracing::warn!("upstream stream ended without [DONE]");
+        yield StreamItem::Failed(GatewayError::UpstreamFailed);
+    }
+    .boxed()
+}
+
+#[async_trait]
+impl Provider for OpenAi {
+    async fn chat(&self, model: &Model, request: ChatRequest) -> Result<Reply, GatewayError> {
+        let mut body = request.body;
+        body.set("model", &model.upstream_model);
+        if request.stream {
+            // Always ask for the final usage chunk so every stream is metered from the provider's own
+            // count; the proxy strips it for clients that did not ask for it.
+            body.set(
+                "stream_options",
+                &serde_json::json!({"include_usage": true}),
+            );
+        }
+        let response = self
+            .post(&self.chat_url, body.to_bytes(), request.stream)
+            .await?;
+        if request.stream {
+            Ok(Reply::Stream(event_stream(response, self.timeouts.idle)))
+        } else {
+            self.complete(response).await
+        }
+    }
+
+    async fn embeddings(
+        &self,
+        model: &Model,
+        mut body: RequestBody,
+    ) -> Result<Reply, GatewayError> {
+        body.set("model", &model.upstream_model);
+        let response = self
+            .post(&self.embeddings_url, body.to_bytes(), false)
+            .await?;
+        self.complete(response).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage_of(item: &StreamItem) -> (Option<TokenUsage>, bool) {
+        match item {
+            StreamItem::Event {
+                usage, usage_only, ..
+            } => (*usage, *usage_only),
+            StreamItem::Failed(_) => panic!("failed"),
+        }
+    }
+
+    #[test]
+    fn classifies_usage_chunks() {
+        let content = Bytes::from_static(
+            b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+        );
+        assert_eq!(usage_of(&classify(content)), (None, false));
+        let final_usage = Bytes::from_static(
+            b"data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3,\"total_tokens\":12,\"prompt_tokens_details\":{\"cached_tokens\":4},\"completion_tokens_details\":{\"reasoning_tokens\":2}}}\n\n",
+        );
+        let (usage, only) = usage_of(&classify(final_usage));
+        assert!(only);
+        assert_eq!(
+            usage.unwrap(),
+            TokenUsage {
+                prompt_tokens: 9,
+                completion_tokens: 3,
+                cached_tokens: 4,
+                cache_write_tokens: 0,
+                reasoning_tokens: 2
+            }
+        );
+        assert!(is_done(b"data: [DONE]\n\n"));
+    }
+}

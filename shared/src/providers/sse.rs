@@ -1,0 +1,121 @@
+//! Server-sent-event framing that keeps each event's original bytes.
+//!
+//! The proxy forwards upstream events unchanged (never re-serialised), and only needs to look inside the
+//! few that carry usage. So this splits the byte stream at event boundaries into zero-copy `Bytes` slices
+//! and offers the `data:` payload for inspection, instead of decoding every event into owned strings.
+
+use bytes::{Bytes, BytesMut};
+
+#[derive(Default)]
+pub struct SseFramer {
+    buffer: BytesMut,
+}
+
+/// Position just past the first blank line (event boundary) in `buf`, if any.
+fn boundary(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(pos) = memchr::memchr(b'\n', &buf[i..]) {
+        let at = i + pos;
+        let rest = &buf[at + 1..];
+        if rest.first() == Some(&b'\n') {
+            return Some(at + 2);
+        }
+        if rest.starts_with(b"\r\n") {
+            return Some(at + 3);
+        }
+        i = at + 1;
+    }
+    None
+}
+
+impl SseFramer {
+    /// Adds a chunk and returns the complete events it finished, each with its trailing blank line.
+    pub fn push(&mut self, chunk: Bytes) -> Vec<Bytes> {
+        let mut events = Vec::new();
+        // Fast path: the common case is a chunk that is exactly one or more whole events.
+        if self.buffer.is_empty() {
+            let mut chunk = chunk;
+            while let Some(end) = boundary(&chunk) {
+                events.push(chunk.split_to(end));
+            }
+            if !chunk.is_empty() {
+                self.buffer.extend_from_slice(&chunk);
+            }
+            return events;
+        }
+        self.buffer.extend_from_slice(&chunk);
+        while let Some(end) = boundary(&self.buffer) {
+            events.push(self.buffer.split_to(end).freeze());
+        }
+        events
+    }
+
+    /// Whatever is left when the stream ends (an unterminated final event).
+    pub fn finish(&mut self) -> Option<Bytes> {
+        (!self.buffer.is_empty()).then(|| self.buffer.split().freeze())
+    }
+}
+
+/// The event's `data` payload (lines joined with '\n'), or None for comment-only events.
+pub fn data(event: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for line in event.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+            match &mut out {
+                Some(buf) => {
+                    buf.push(b'\n');
+                    buf.extend_from_slice(rest);
+                }
+                None => out = Some(rest.to_vec()),
+            }
+        }
+    }
+    out
+}
+
+/// The event's `event:` name, if it has one (Anthropic names every event; OpenAI names none).
+pub fn event_name(event: &[u8]) -> Option<&[u8]> {
+    event.split(|&b| b == b'\n').find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        line.strip_prefix(b"event:")
+            .map(|rest| rest.strip_prefix(b" ").unwrap_or(rest))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_events_across_arbitrary_chunking() {
+        let text = b"data: {\"a\":1}\n\ndata: {\"b\":2}\r\n\r\n: keepalive\n\nevent: ping\ndata: x\ndata: y\n\ndata: [DONE]\n\n";
+        for size in 1..text.len() {
+            let mut framer = SseFramer::default();
+            let mut events = Vec::new();
+            for chunk in text.chunks(size) {
+                events.extend(framer.push(Bytes::copy_from_slice(chunk)));
+            }
+            assert!(framer.finish().is_none());
+            let joined: Vec<u8> = events.iter().flat_map(|e| e.to_vec()).collect();
+            assert_eq!(joined, text.to_vec(), "chunk size {size}");
+            assert_eq!(events.len(), 5);
+            assert_eq!(data(&events[0]).unwrap(), b"{\"a\":1}");
+            assert_eq!(data(&events[1]).unwrap(), b"{\"b\":2}");
+            assert_eq!(data(&events[2]), None);
+            assert_eq!(data(&events[3]).unwrap(), b"x\ny");
+            assert_eq!(event_name(&events[3]).unwrap(), b"ping");
+        }
+    }
+
+    #[test]
+    fn keeps_an_unterminated_tail() {
+        let mut framer = SseFramer::default();
+        assert!(framer.push(Bytes::from_static(b"data: partial")).is_empty());
+        assert_eq!(
+            framer.finish().unwrap(),
+            Bytes::from_static(b"data: partial")
+        );
+    }
+}

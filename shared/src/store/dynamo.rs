@@ -1,0 +1,115 @@
+//! DynamoDB for counters: one item per counter, updated with a single conditional `UpdateItem`, which
+//! DynamoDB applies atomically, so concurrent Lambdas can never admit more than the limit between them.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+
+use super::{CounterOutcome, CounterStore};
+
+/// The partition key; the table has no sort key.
+pub const KEY_ATTRIBUTE: &str = "pk";
+/// The table's TTL attribute (configured in template.yaml), unix seconds.
+pub const EXPIRY_ATTRIBUTE: &str = "expires_at";
+const VALUE_ATTRIBUTE: &str = "v";
+
+pub struct DynamoCounters {
+    client: Client,
+    table: String,
+}
+
+impl DynamoCounters {
+    /// A client from the SDK's standard environment (region, credentials, `AWS_ENDPOINT_URL_DYNAMODB`).
+    pub async fn from_env(table: &str) -> DynamoCounters {
+        let shared = aws_config::load_from_env().await;
+        DynamoCounters::new(Client::new(&shared), table)
+    }
+
+    pub fn new(client: Client, table: &str) -> DynamoCounters {
+        DynamoCounters {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl CounterStore for DynamoCounters {
+    async fn add_within(
+        &self,
+        key: &str,
+        amount: u64,
+        limit: u64,
+        expires_at: i64,
+    ) -> anyhow::Result<CounterOutcome> {
+        if amount > limit {
+            return Ok(CounterOutcome::Refused);
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY_ATTRIBUTE, AttributeValue::S(key.into()))
+            .update_expression("ADD #v :amount SET #exp = if_not_exists(#exp, :exp)")
+            // Admit only while the stored value leaves room for `amount`; a missing item is value 0.
+            .condition_expression("attribute_not_exists(#v) OR #v <= :ceiling")
+            .expression_attribute_names("#v", VALUE_ATTRIBUTE)
+            .expression_attribute_names("#exp", EXPIRY_ATTRIBUTE)
+            .expression_attribute_values(":amount", AttributeValue::N(amount.to_string()))
+            .expression_attribute_values(
+                ":ceiling",
+                AttributeValue::N((limit - amount).to_string()),
+            )
+            .expression_attribute_values(":exp", AttributeValue::N(expires_at.to_string()))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                let value = output
+                    .attributes()
+                    .and_then(|a| a.get(VALUE_ATTRIBUTE))
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| anyhow::anyhow!("UpdateItem returned no counter value"))?;
+                Ok(CounterOutcome::Admitted { value })
+            }
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(CounterOutcome::Refused)
+            }
+            Err(e) => Err(anyhow::anyhow!(
+                "DynamoDB UpdateItem on {}: {}",
+                self.table,
+                aws_sdk_dynamodb::error::DisplayErrorContext(e)
+            )),
+        }
+    }
+
+    async fn get(&self, key: &str) -> anyhow::Result<u64> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(KEY_ATTRIBUTE, AttributeValue::S(key.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "DynamoDB GetItem on {}: {}",
+                    self.table,
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
+                )
+            })?;
+        Ok(output
+            .item()
+            .and_then(|item| item.get(VALUE_ATTRIBUTE))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0))
+    }
+}

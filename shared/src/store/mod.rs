@@ -1,0 +1,98 @@
+//! Storage ports: durable records (accounts, keys, usage) and atomic counters (rate limits, budgets).
+//!
+//! Production uses MongoDB for records and DynamoDB for counters; the embedded SQLite store serves both
+//! when neither is configured. Every adapter passes the same contract suite (tests/tests/store_contract.rs).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+use time::OffsetDateTime;
+
+use crate::accounts::{Account, ApiKeyRecord};
+use crate::config::Config;
+use crate::usage::UsageRecord;
+
+pub mod dynamo;
+pub mod embedded;
+pub mod mongo;
+
+#[async_trait]
+pub trait RecordStore: Send + Sync {
+    /// The account with this email, created on the default `plan` if there is none. Safe under races: two
+    /// concurrent calls for a new email end with one account.
+    async fn account_for_email(&self, email: &str, plan: &str) -> anyhow::Result<Account>;
+    async fn account(&self, account_id: &str) -> anyhow::Result<Option<Account>>;
+    async fn account_by_email(&self, email: &str) -> anyhow::Result<Option<Account>>;
+    async fn set_plan(&self, account_id: &str, plan: &str) -> anyhow::Result<()>;
+
+    async fn insert_key(&self, key: &ApiKeyRecord) -> anyhow::Result<()>;
+    async fn key(&self, key_id: &str) -> anyhow::Result<Option<ApiKeyRecord>>;
+    /// The account's keys, revoked ones included, oldest first.
+    async fn keys_for_account(&self, account_id: &str) -> anyhow::Result<Vec<ApiKeyRecord>>;
+    /// Marks the key revoked; false if there is no such key or it was already revoked.
+    async fn revoke_key(&self, key_id: &str, at: OffsetDateTime) -> anyhow::Result<bool>;
+    async fn touch_key(&self, key_id: &str, at: OffsetDateTime) -> anyhow::Result<()>;
+
+    /// Writes usage rows; rows whose request id is already stored are skipped, so a retried write is safe.
+    async fn insert_usage(&self, rows: &[UsageRecord]) -> anyhow::Result<()>;
+    /// The account's usage rows with `from <= timestamp < to`, oldest first, streamed from a cursor.
+    fn usage_for_account(
+        &self,
+        account_id: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> BoxStream<'static, anyhow::Result<UsageRecord>>;
+}
+
+/// Result of an atomic bounded increment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterOutcome {
+    /// The amount was added; `value` is the counter after the addition.
+    Admitted { value: u64 },
+    /// Adding the amount would have passed the limit; nothing changed.
+    Refused,
+}
+
+#[async_trait]
+pub trait CounterStore: Send + Sync {
+    /// Atomically adds `amount` to the counter `key` if the result stays `<= limit`. `expires_at` (unix
+    /// seconds) lets the store reclaim the counter later; correctness never depends on it having done so.
+    async fn add_within(
+        &self,
+        key: &str,
+        amount: u64,
+        limit: u64,
+        expires_at: i64,
+    ) -> anyhow::Result<CounterOutcome>;
+    /// The counter's value, 0 when absent.
+    async fn get(&self, key: &str) -> anyhow::Result<u64>;
+}
+
+/// The stores the functions run on, chosen by configuration.
+#[derive(Clone)]
+pub struct Stores {
+    pub records: Arc<dyn RecordStore>,
+    pub counters: Arc<dyn CounterStore>,
+}
+
+impl Stores {
+    /// MongoDB when `QNP_MONGODB_URI` is set, DynamoDB when `QNP_DYNAMODB_TABLE` is set, and the embedded
+    /// store in `QNP_DATA_DIR` for whichever is not.
+    pub async fn from_config(config: &Config) -> anyhow::Result<Stores> {
+        let embedded = if config.mongodb_uri.is_none() || config.dynamodb_table.is_none() {
+            Some(Arc::new(embedded::EmbeddedStore::open(&config.data_dir)?))
+        } else {
+            None
+        };
+        let records: Arc<dyn RecordStore> = match &config.mongodb_uri {
+            Some(uri) => Arc::new(mongo::MongoStore::connect(uri, &config.mongodb_db).await?),
+            None => embedded.clone().expect("embedded store opened"),
+        };
+        let counters: Arc<dyn CounterStore> = match &config.dynamodb_table {
+            Some(table) => Arc::new(dynamo::DynamoCounters::from_env(table).await),
+            None => embedded.expect("embedded store opened"),
+        };
+        Ok(Stores { records, counters })
+    }
+}

@@ -1,0 +1,391 @@
+//! MongoDB (Atlas in production) for durable records, through the official driver.
+//!
+//! Documents use `_id` = the record's natural id (account id, key id, request id), so lookups are by
+//! primary key and a retried usage write is a harmless duplicate-key error. A TTL index on usage
+//! timestamps is a backstop for the retention cleaner, which never depends on it.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
+use mongodb::bson::{DateTime, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::{Client, Collection, IndexModel};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::RecordStore;
+use crate::accounts::{Account, ApiKeyRecord, normalize_email};
+use crate::usage::{TokenUsage, UsageRecord};
+
+const DUPLICATE_KEY: i32 = 11000;
+/// Usage older than this is removed by the TTL monitor if the cleaner has not run.
+const USAGE_TTL_BACKSTOP: Duration = Duration::from_secs(31 * 24 * 3600);
+
+fn to_bson(ts: OffsetDateTime) -> DateTime {
+    DateTime::from_millis((ts.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+fn from_bson(ts: DateTime) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(ts.timestamp_millis() as i128 * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AccountDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    email: String,
+    name: Option<String>,
+    plan: String,
+    created_at: DateTime,
+    restricted: bool,
+    deletion_requested_at: Option<DateTime>,
+}
+
+impl From<AccountDoc> for Account {
+    fn from(d: AccountDoc) -> Account {
+        Account {
+            id: d.id,
+            email: d.email,
+            name: d.name,
+            plan: d.plan,
+            created_at: from_bson(d.created_at),
+            restricted: d.restricted,
+            deletion_requested_at: d.deletion_requested_at.map(from_bson),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct KeyDoc {
+    #[serde(rename = "_id")]
+    key_id: String,
+    account_id: String,
+    name: Option<String>,
+    hash: String,
+    created_at: DateTime,
+    revoked_at: Option<DateTime>,
+    last_used_at: Option<DateTime>,
+}
+
+impl From<KeyDoc> for ApiKeyRecord {
+    fn from(d: KeyDoc) -> ApiKeyRecord {
+        ApiKeyRecord {
+            key_id: d.key_id,
+            account_id: d.account_id,
+            name: d.name,
+            hash: d.hash,
+            created_at: from_bson(d.created_at),
+            revoked_at: d.revoked_at.map(from_bson),
+            last_used_at: d.last_used_at.map(from_bson),
+        }
+    }
+}
+
+impl From<&ApiKeyRecord> for KeyDoc {
+    fn from(k: &ApiKeyRecord) -> KeyDoc {
+        KeyDoc {
+            key_id: k.key_id.clone(),
+            account_id: k.account_id.clone(),
+            name: k.name.clone(),
+            hash: k.hash.clone(),
+            created_at: to_bson(k.created_at),
+            revoked_at: k.revoked_at.map(to_bson),
+            last_used_at: k.last_used_at.map(to_bson),
+        }
+    }
+}
+
+/// BSON has no unsigned integers; counts are stored as i64.
+#[derive(Debug, Serialize, Deserialize)]
+struct UsageDoc {
+    #[serde(rename = "_id")]
+    request_id: String,
+    timestamp: DateTime,
+    account_id: String,
+    api_key_id: String,
+    endpoint: String,
+    provider: String,
+    model: String,
+    streamed: bool,
+    status: i32,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    cached_tokens: i64,
+    cache_write_tokens: i64,
+    reasoning_tokens: i64,
+    latency_ms: i64,
+    ttft_ms: Option<i64>,
+    cost_usd: f64,
+    price_version: String,
+    error_type: Option<String>,
+    source_ip: Option<String>,
+}
+
+impl From<&UsageRecord> for UsageDoc {
+    fn from(r: &UsageRecord) -> UsageDoc {
+        UsageDoc {
+            request_id: r.request_id.clone(),
+            timestamp: to_bson(r.timestamp),
+            account_id: r.account_id.clone(),
+            api_key_id: r.api_key_id.clone(),
+            endpoint: r.endpoint.clone(),
+            provider: r.provider.clone(),
+            model: r.model.clone(),
+            streamed: r.streamed,
+            status: r.status.into(),
+            prompt_tokens: r.usage.prompt_tokens as i64,
+            completion_tokens: r.usage.completion_tokens as i64,
+            cached_tokens: r.usage.cached_tokens as i64,
+            cache_write_tokens: r.usage.cache_write_tokens as i64,
+            reasoning_tokens: r.usage.reasoning_tokens as i64,
+            latency_ms: r.latency_ms as i64,
+            ttft_ms: r.ttft_ms.map(|t| t as i64),
+            cost_usd: r.cost_usd,
+            price_version: r.price_version.clone(),
+            error_type: r.error_type.clone(),
+            source_ip: r.source_ip.clone(),
+        }
+    }
+}
+
+impl From<UsageDoc> for UsageRecord {
+    fn from(d: UsageDoc) -> UsageRecord {
+        UsageRecord {
+            timestamp: from_bson(d.timestamp),
+            request_id: d.request_id,
+            account_id: d.account_id,
+            api_key_id: d.api_key_id,
+            endpoint: d.endpoint,
+            provider: d.provider,
+            model: d.model,
+            streamed: d.streamed,
+            status: d.status.clamp(0, u16::MAX as i32) as u16,
+            usage: TokenUsage {
+                prompt_tokens: d.prompt_tokens.max(0) as u64,
+                completion_tokens: d.completion_tokens.max(0) as u64,
+                cached_tokens: d.cached_tokens.max(0) as u64,
+                cache_write_tokens: d.cache_write_tokens.max(0) as u64,
+                reasoning_tokens: d.reasoning_tokens.max(0) as u64,
+            },
+            latency_ms: d.latency_ms.max(0) as u64,
+            ttft_ms: d.ttft_ms.map(|t| t.max(0) as u64),
+            cost_usd: d.cost_usd,
+            price_version: d.price_version,
+            error_type: d.error_type,
+            source_ip: d.source_ip,
+        }
+    }
+}
+
+pub struct MongoStore {
+    accounts: Collection<AccountDoc>,
+    keys: Collection<KeyDoc>,
+    usage: Collection<UsageDoc>,
+}
+
+fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
+    match err.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
+        ErrorKind::InsertMany(e) => e
+            .write_errors
+            .as_ref()
+            .is_some_and(|errs| errs.iter().all(|w| w.code == DUPLICATE_KEY)),
+        ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
+impl MongoStore {
+    /// Connects and makes sure the indexes exist (idempotent; runs once per cold start).
+    pub async fn connect(uri: &str, db: &str) -> anyhow::Result<MongoStore> {
+        let client = Client::with_uri_str(uri)
+            .await
+            .context("connecting to MongoDB (QNP_MONGODB_URI)")?;
+        let db = client.database(db);
+        let store = MongoStore {
+            accounts: db.collection("accounts"),
+            keys: db.collection("api_keys"),
+            usage: db.collection("usage"),
+        };
+        store.ensure_indexes().await?;
+        Ok(store)
+    }
+
+    async fn ensure_indexes(&self) -> anyhow::Result<()> {
+        let unique = IndexOptions::builder().unique(true).build();
+        self.accounts
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"email": 1})
+                    .options(unique)
+                    .build(),
+            )
+            .await
+            .context("creating the accounts email index")?;
+        self.keys
+            .create_index(IndexModel::builder().keys(doc! {"account_id": 1}).build())
+            .await
+            .context("creating the api_keys account index")?;
+        self.usage
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"account_id": 1, "timestamp": 1})
+                    .build(),
+            )
+            .await
+            .context("creating the usage account index")?;
+        self.usage
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"timestamp": 1})
+                    .options(
+                        IndexOptions::builder()
+                            .expire_after(USAGE_TTL_BACKSTOP)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .await
+            .context("creating the usage TTL index")?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RecordStore for MongoStore {
+    async fn account_for_email(&self, email: &str, plan: &str) -> anyhow::Result<Account> {
+        let fresh = Account::new(email, plan, OffsetDateTime::now_utc());
+        let upsert = self
+            .accounts
+            .find_one_and_update(
+                doc! {"email": &fresh.email},
+                doc! {"$setOnInsert": {
+                    "_id": &fresh.id, "name": null, "plan": &fresh.plan,
+                    "created_at": to_bson(fresh.created_at), "restricted": false,
+                    "deletion_requested_at": null,
+                }},
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await;
+        match upsert {
+            Ok(Some(doc)) => Ok(doc.into()),
+            // Two upserts raced and the other inserted first: the unique index refused ours; read theirs.
+            Ok(None) => self.account_by_email(&fresh.email).await?.context("upsert"),
+            Err(e) if is_duplicate_key(&e) => self
+                .account_by_email(&fresh.email)
+                .await?
+                .context("account vanished after a duplicate-key race"),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn account(&self, account_id: &str) -> anyhow::Result<Option<Account>> {
+        Ok(self
+            .accounts
+            .find_one(doc! {"_id": account_id})
+            .await?
+            .map(Into::into))
+    }
+
+    async fn account_by_email(&self, email: &str) -> anyhow::Result<Option<Account>> {
+        Ok(self
+            .accounts
+            .find_one(doc! {"email": normalize_email(email)})
+            .await?
+            .map(Into::into))
+    }
+
+    async fn set_plan(&self, account_id: &str, plan: &str) -> anyhow::Result<()> {
+        let result = self
+            .accounts
+            .update_one(doc! {"_id": account_id}, doc! {"$set": {"plan": plan}})
+            .await?;
+        anyhow::ensure!(result.matched_count == 1, "no account {account_id}");
+        Ok(())
+    }
+
+    async fn insert_key(&self, key: &ApiKeyRecord) -> anyhow::Result<()> {
+        self.keys.insert_one(KeyDoc::from(key)).await?;
+        Ok(())
+    }
+
+    async fn key(&self, key_id: &str) -> anyhow::Result<Option<ApiKeyRecord>> {
+        Ok(self
+            .keys
+            .find_one(doc! {"_id": key_id})
+            .await?
+            .map(Into::into))
+    }
+
+    async fn keys_for_account(&self, account_id: &str) -> anyhow::Result<Vec<ApiKeyRecord>> {
+        let docs: Vec<KeyDoc> = self
+            .keys
+            .find(doc! {"account_id": account_id})
+            .sort(doc! {"created_at": 1, "_id": 1})
+            .await?
+            .try_collect()
+            .await?;
+        Ok(docs.into_iter().map(Into::into).collect())
+    }
+
+    async fn revoke_key(&self, key_id: &str, at: OffsetDateTime) -> anyhow::Result<bool> {
+        let result = self
+            .keys
+            .update_one(
+                doc! {"_id": key_id, "revoked_at": null},
+                doc! {"$set": {"revoked_at": to_bson(at)}},
+            )
+            .await?;
+        Ok(result.modified_count == 1)
+    }
+
+    async fn touch_key(&self, key_id: &str, at: OffsetDateTime) -> anyhow::Result<()> {
+        self.keys
+            .update_one(
+                doc! {"_id": key_id},
+                doc! {"$set": {"last_used_at": to_bson(at)}},
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_usage(&self, rows: &[UsageRecord]) -> anyhow::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let docs: Vec<UsageDoc> = rows.iter().map(UsageDoc::from).collect();
+        match self.usage.insert_many(docs).ordered(false).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn usage_for_account(
+        &self,
+        account_id: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> BoxStream<'static, anyhow::Result<UsageRecord>> {
+        let usage = self.usage.clone();
+        let filter = doc! {
+            "account_id": account_id,
+            "timestamp": {"$gte": to_bson(from), "$lt": to_bson(to)},
+        };
+        futures_util::stream::once(async move {
+            usage
+                .find(filter)
+                .sort(doc! {"timestamp": 1, "_id": 1})
+                .batch_size(1000)
+                .await
+        })
+        .try_flatten()
+        .map(|item| item.map(UsageRecord::from).map_err(anyhow::Error::from))
+        .boxed()
+    }
+}

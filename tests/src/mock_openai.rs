@@ -1,0 +1,229 @@
+//! A mock OpenAI upstream speaking the real Chat Completions and Embeddings wire format, streaming
+//! included (`chat.completion.chunk` events, the usage chunk with empty `choices` only when
+//! `stream_options.include_usage` is set, `data: [DONE]`). The reply echoes the last user message so tests
+//! can follow a canary string through the gateway.
+//!
+//! Upstream model names select failure modes: `mock-400` (an OpenAI-shaped 400), `mock-401` (the
+//! credential is refused), `mock-500` (a 500 whose body holds a secret), `mock-slow` (headers after 5 s),
+//! `mock-drop` (the connection drops mid-stream), `mock-endless` (a stream that never ends on its own).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::UPSTREAM_KEY;
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub authorization: Option<String>,
+    pub body: Value,
+}
+
+#[derive(Clone, Default)]
+struct MockState {
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+pub struct MockOpenAi {
+    url: String,
+    state: MockState,
+}
+
+impl MockOpenAi {
+    pub async fn start() -> MockOpenAi {
+        let state = MockState::default();
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/embeddings", post(embeddings))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        MockOpenAi { url, state }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+}
+
+/// Records the request; false when the upstream credential is refused.
+fn record(state: &MockState, path: &str, headers: &HeaderMap, body: &Value) -> bool {
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    state.received.lock().unwrap().push(Received {
+        path: path.into(),
+        authorization: authorization.clone(),
+        body: body.clone(),
+    });
+    authorization.as_deref() == Some(&format!("Bearer {UPSTREAM_KEY}"))
+        && body["model"] != "mock-401"
+}
+
+/// OpenAI's answer to a wrong credential.
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"error": {"message": "Incorrect API key provided: sk-upst***************", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}})),
+    )
+        .into_response()
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_owned).collect()
+}
+
+fn last_user_text(body: &Value) -> String {
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Deterministic usage: prompt = words in all messages + 7, completion = words in the reply.
+fn usage(body: &Value, reply: &str) -> Value {
+    let prompt_words: usize = body["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|m| words(m["content"].as_str().unwrap_or("")).len())
+                .sum()
+        })
+        .unwrap_or(0);
+    let prompt = prompt_words as u64 + 7;
+    let completion = words(reply).len() as u64;
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 2, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 1, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
+    })
+}
+
+fn chunk(id: &str, model: &str, delta: Value, finish: Value, with_usage_field: bool) -> Bytes {
+    let mut chunk = json!({
+        "id": id, "object": "chat.completion.chunk", "created": 1_764_000_000, "model": model,
+        "system_fingerprint": "fp_mock", "service_tier": "default",
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+    });
+    if with_usage_field {
+        chunk["usage"] = Value::Null;
+    }
+    Bytes::from(format!("data: {chunk}\n\n"))
+}
+
+async fn chat(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !record(&state, "/v1/chat/completions", &headers, &body) {
+        return unauthorized();
+    }
+    let model = body["model"].as_str().unwrap_or("").to_owned();
+    match model.as_str() {
+        "mock-400" => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": {"message": "max_tokens is too large: 999999. This model supports at most 16384 completion tokens.", "type": "invalid_request_error", "param": "max_tokens", "code": "invalid_value"}})),
+            )
+                .into_response();
+        }
+        "mock-500" => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "upstream stack trace: db password hunter2 at sk-internal",
+            )
+                .into_response();
+        }
+        "mock-slow" => tokio::time::sleep(Duration::from_secs(5)).await,
+        _ => {}
+    }
+    let reply = format!("echo: {}", last_user_text(&body));
+    let id = "chatcmpl-mock123";
+    if body["stream"] != true {
+        return Json(json!({
+            "id": id, "object": "chat.completion", "created": 1_764_000_000, "model": model,
+            "system_fingerprint": "fp_mock", "service_tier": "default",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply, "refusal": null, "annotations": []}, "logprobs": null, "finish_reason": "stop"}],
+            "usage": usage(&body, &reply),
+        }))
+        .into_response();
+    }
+    let include_usage = body["stream_options"]["include_usage"] == true;
+    let usage = usage(&body, &reply);
+    let stream = async_stream::stream! {
+        yield Ok::<Bytes, std::io::Error>(chunk(id, &model, json!({"role": "assistant", "content": "", "refusal": null}), Value::Null, include_usage));
+        let parts = words(&reply);
+        for (i, word) in parts.iter().enumerate() {
+            let text = if i == 0 { word.clone() } else { format!(" {word}") };
+            yield Ok(chunk(id, &model, json!({"content": text}), Value::Null, include_usage));
+            if model == "mock-drop" && i == 1 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                yield Err(std::io::Error::other("connection reset by mock"));
+                return;
+            }
+        }
+        if model == "mock-endless" {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                yield Ok(chunk(id, &model, json!({"content": " more"}), Value::Null, include_usage));
+            }
+        }
+        yield Ok(chunk(id, &model, json!({}), json!("stop"), include_usage));
+        if include_usage {
+            let last = json!({"id": id, "object": "chat.completion.chunk", "created": 1_764_000_000, "model": model, "system_fingerprint": "fp_mock", "choices": [], "usage": usage});
+            yield Ok(Bytes::from(format!("data: {last}\n\n")));
+        }
+        yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+    };
+    Response::builder()
+        .header("content-type", "text/event-stream; charset=utf-8")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+async fn embeddings(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !record(&state, "/v1/embeddings", &headers, &body) {
+        return unauthorized();
+    }
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().unwrap_or("").to_owned())
+            .collect(),
+        _ => vec![],
+    };
+    let tokens: u64 = inputs.iter().map(|i| words(i).len() as u64).sum();
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, _)| json!({"object": "embedding", "index": i, "embedding": [0.1, -0.2, 0.3, 0.0, 0.5, -0.6, 0.7, 0.8]}))
+        .collect();
+    Json(json!({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})).into_response()
+}

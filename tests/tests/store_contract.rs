@@ -1,0 +1,293 @@
+//! One contract, every adapter: the embedded SQLite store, MongoDB (on SecantusDB) and DynamoDB counters
+//! (on dynalite) must behave identically for everything the gateway relies on.
+
+use std::sync::Arc;
+
+use futures_util::TryStreamExt;
+use qnp_shared::store::{CounterOutcome, CounterStore, RecordStore};
+use qnp_shared::usage::{TokenUsage, UsageRecord};
+use time::{Duration, OffsetDateTime};
+
+async fn embedded() -> (
+    tempfile::TempDir,
+    Arc<qnp_shared::store::embedded::EmbeddedStore>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(qnp_shared::store::embedded::EmbeddedStore::open(dir.path()).unwrap());
+    (dir, store)
+}
+
+async fn mongo() -> Arc<dyn RecordStore> {
+    let uri = qnp_tests::required_env("QNP_TEST_MONGODB_URI");
+    Arc::new(
+        qnp_shared::store::mongo::MongoStore::connect(&uri, &qnp_tests::unique("qnp_test"))
+            .await
+            .expect("connect to SecantusDB"),
+    )
+}
+
+async fn dynamo() -> Arc<dyn CounterStore> {
+    let (client, table) = qnp_tests::dynalite_table().await;
+    Arc::new(qnp_shared::store::dynamo::DynamoCounters::new(
+        client, &table,
+    ))
+}
+
+fn usage_row(account: &str, key: &str, request_id: &str, ts: OffsetDateTime) -> UsageRecord {
+    UsageRecord {
+        timestamp: ts,
+        request_id: request_id.into(),
+        account_id: account.into(),
+        api_key_id: key.into(),
+        endpoint: "/v1/chat/completions".into(),
+        provider: "openai".into(),
+        model: "openai/gpt-4o-mini".into(),
+        streamed: true,
+        status: 200,
+        usage: TokenUsage {
+            prompt_tokens: 10,
+            completion_tokens: 20,
+            cached_tokens: 3,
+            cache_write_tokens: 1,
+            reasoning_tokens: 4,
+        },
+        latency_ms: 1234,
+        ttft_ms: Some(56),
+        cost_usd: 0.000123,
+        price_version: "2026-11-27".into(),
+        error_type: None,
+        source_ip: Some("203.0.113.7".into()),
+    }
+}
+
+/// Millisecond precision is what every store keeps.
+fn ms(ts: OffsetDateTime) -> OffsetDateTime {
+    ts.replace_nanosecond(ts.millisecond() as u32 * 1_000_000)
+        .unwrap()
+}
+
+async fn records_contract(store: Arc<dyn RecordStore>) {
+    // Accounts: created once per email, case-insensitively, even under concurrent first sign-ups.
+    let results = futures_util::future::join_all((0..8).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .account_for_email(
+                    if i % 2 == 0 {
+                        "Ann@Example.com"
+                    } else {
+                        "ann@example.com"
+                    },
+                    "free",
+                )
+                .await
+        }
+    }))
+    .await;
+    let ids: std::collections::HashSet<String> =
+        results.into_iter().map(|r| r.unwrap().id).collect();
+    assert_eq!(ids.len(), 1, "one account per email");
+    let ann = store
+        .account_by_email("ANN@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ann.email, "ann@example.com");
+    assert_eq!(ann.plan, "free");
+    assert!(ann.is_active() && !ann.restricted);
+    assert_eq!(store.account(&ann.id).await.unwrap().unwrap(), ann);
+    store.set_plan(&ann.id, "pro").await.unwrap();
+    assert_eq!(store.account(&ann.id).await.unwrap().unwrap().plan, "pro");
+    assert!(store.set_plan("acct_missing", "pro").await.is_err());
+    assert!(store.account("acct_missing").await.unwrap().is_none());
+    let ben = store
+        .account_for_email("ben@example.com", "free")
+        .await
+        .unwrap();
+
+    // Keys: found by id, listed per account oldest first, revoked once.
+    let now = ms(OffsetDateTime::now_utc());
+    let k1 = qnp_shared::keys::generate(&ann.id, Some("laptop, \"main\"".into()), 4, now)
+        .unwrap()
+        .record;
+    let k2 = qnp_shared::keys::generate(&ann.id, None, 4, now + Duration::seconds(1))
+        .unwrap()
+        .record;
+    let k3 = qnp_shared::keys::generate(&ben.id, None, 4, now)
+        .unwrap()
+        .record;
+    for k in [&k1, &k2, &k3] {
+        store.insert_key(k).await.unwrap();
+    }
+    assert!(store.insert_key(&k1).await.is_err(), "key ids are unique");
+    assert_eq!(store.key(&k1.key_id).await.unwrap().unwrap(), k1);
+    assert!(store.key("nope").await.unwrap().is_none());
+    let listed = store.keys_for_account(&ann.id).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|k| &k.key_id).collect::<Vec<_>>(),
+        vec![&k1.key_id, &k2.key_id]
+    );
+    store
+        .touch_key(&k1.key_id, now + Duration::seconds(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.key(&k1.key_id).await.unwrap().unwrap().last_used_at,
+        Some(now + Duration::seconds(5))
+    );
+    assert!(store.revoke_key(&k2.key_id, now).await.unwrap());
+    assert!(
+        !store.revoke_key(&k2.key_id, now).await.unwrap(),
+        "revoking twice reports false"
+    );
+    assert!(!store.revoke_key("nope", now).await.unwrap());
+    assert_eq!(
+        store.key(&k2.key_id).await.unwrap().unwrap().revoked_at,
+        Some(now)
+    );
+
+    // Usage: idempotent by request id, range [from, to), ordered, per account.
+    let t0 = ms(OffsetDateTime::now_utc()) - Duration::hours(1);
+    let rows: Vec<UsageRecord> = (0..5)
+        .map(|i| {
+            usage_row(
+                &ann.id,
+                &k1.key_id,
+                &format!("req_{i}"),
+                t0 + Duration::minutes(i),
+            )
+        })
+        .collect();
+    store.insert_usage(&rows[2..]).await.unwrap();
+    store.insert_usage(&rows).await.unwrap();
+    store
+        .insert_usage(&[usage_row(&ben.id, &k3.key_id, "req_ben", t0)])
+        .await
+        .unwrap();
+    let all: Vec<UsageRecord> = store
+        .usage_for_account(&ann.id, t0 - Duration::days(1), t0 + Duration::days(1))
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        all, rows,
+        "all five rows once each, oldest first, fields intact"
+    );
+    let window: Vec<UsageRecord> = store
+        .usage_for_account(
+            &ann.id,
+            t0 + Duration::minutes(1),
+            t0 + Duration::minutes(3),
+        )
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        window
+            .iter()
+            .map(|r| r.request_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["req_1", "req_2"]
+    );
+    let bens: Vec<UsageRecord> = store
+        .usage_for_account(&ben.id, t0 - Duration::days(1), t0 + Duration::days(1))
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(bens.len(), 1);
+}
+
+async fn counters_contract(counters: Arc<dyn CounterStore>) {
+    let key = qnp_tests::unique("rpm");
+    let exp = OffsetDateTime::now_utc().unix_timestamp() + 300;
+    assert_eq!(counters.get(&key).await.unwrap(), 0);
+    assert_eq!(
+        counters.add_within(&key, 2, 5, exp).await.unwrap(),
+        CounterOutcome::Admitted { value: 2 }
+    );
+    assert_eq!(
+        counters.add_within(&key, 3, 5, exp).await.unwrap(),
+        CounterOutcome::Admitted { value: 5 }
+    );
+    assert_eq!(
+        counters.add_within(&key, 1, 5, exp).await.unwrap(),
+        CounterOutcome::Refused
+    );
+    assert_eq!(
+        counters.get(&key).await.unwrap(),
+        5,
+        "a refusal changes nothing"
+    );
+    assert_eq!(
+        counters
+            .add_within(&qnp_tests::unique("big"), 6, 5, exp)
+            .await
+            .unwrap(),
+        CounterOutcome::Refused
+    );
+
+    // Exact under concurrency: 200 concurrent increments against a limit of 50 admit exactly 50, and each
+    // admitted increment saw a distinct value.
+    let key = qnp_tests::unique("burst");
+    let outcomes = futures_util::future::join_all((0..200).map(|_| {
+        let counters = counters.clone();
+        let key = key.clone();
+        async move { counters.add_within(&key, 1, 50, exp).await.unwrap() }
+    }))
+    .await;
+    let mut values: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            CounterOutcome::Admitted { value } => Some(*value),
+            CounterOutcome::Refused => None,
+        })
+        .collect();
+    values.sort();
+    assert_eq!(values, (1..=50).collect::<Vec<_>>());
+    assert_eq!(counters.get(&key).await.unwrap(), 50);
+}
+
+#[tokio::test]
+async fn embedded_store_passes_the_records_contract() {
+    let (_dir, store) = embedded().await;
+    records_contract(store).await;
+}
+
+#[tokio::test]
+async fn embedded_store_passes_the_counters_contract() {
+    let (_dir, store) = embedded().await;
+    counters_contract(store).await;
+}
+
+#[tokio::test]
+async fn mongodb_passes_the_records_contract() {
+    records_contract(mongo().await).await;
+}
+
+#[tokio::test]
+async fn dynamodb_passes_the_counters_contract() {
+    counters_contract(dynamo().await).await;
+}
+
+#[tokio::test]
+async fn embedded_store_keeps_data_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let store = qnp_shared::store::embedded::EmbeddedStore::open(dir.path()).unwrap();
+        store
+            .account_for_email("keep@example.com", "free")
+            .await
+            .unwrap()
+            .id
+    };
+    let store = qnp_shared::store::embedded::EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(
+        store
+            .account_by_email("keep@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        id
+    );
+}
