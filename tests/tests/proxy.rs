@@ -567,6 +567,8 @@ async fn rate_limit_admits_exactly_the_plan_under_a_concurrent_burst() {
                     .parse()
                     .unwrap();
                 assert!((1..=60).contains(&retry));
+                assert_eq!(response.headers()["x-ratelimit-remaining-requests"], "0");
+                assert_eq!(response.headers()["x-ratelimit-limit-requests"], "5");
                 let (_, err) = error_of(response).await;
                 assert_eq!(err["error"]["type"], "rate_limit_exceeded");
             }

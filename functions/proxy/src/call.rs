@@ -120,7 +120,21 @@ impl Call {
             .await
         {
             Ok(state) => call.rate = Some(state),
-            Err(err) => return Err(call.fail(err).await),
+            Err(err) => {
+                if let GatewayError::RateLimited {
+                    limit,
+                    retry_after_secs,
+                } = err
+                {
+                    // A refusal reports the exhausted window too.
+                    call.rate = Some(RateLimitState {
+                        limit,
+                        remaining: 0,
+                        reset_after_secs: retry_after_secs,
+                    });
+                }
+                return Err(call.fail(err).await);
+            }
         }
         Ok(call)
     }

@@ -68,11 +68,16 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL,
     expires_at INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS counters_by_expiry ON counters (expires_at);
 "#;
+
+/// Expired counters are swept once per this many counter updates (DynamoDB's TTL does it there).
+const SWEEP_EVERY: u64 = 4096;
 
 pub struct EmbeddedStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+    counter_updates: std::sync::atomic::AtomicU64,
 }
 
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
@@ -105,10 +110,20 @@ impl EmbeddedStore {
             .with_context(|| format!("opening the embedded store {}", path.display()))?;
         conn.execute_batch(SCHEMA)
             .context("creating the embedded schema")?;
-        Ok(EmbeddedStore {
+        let store = EmbeddedStore {
             path,
             conn: Mutex::new(conn),
-        })
+            counter_updates: std::sync::atomic::AtomicU64::new(0),
+        };
+        store.sweep_counters()?;
+        Ok(store)
+    }
+
+    /// Removes counters past their expiry. Correctness never depends on it: a counter's key names its
+    /// window, so an expired one is never consulted; this only keeps the table small.
+    fn sweep_counters(&self) -> anyhow::Result<usize> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        self.with(|conn| conn.execute("DELETE FROM counters WHERE expires_at < ?1", [now]))
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {
@@ -374,6 +389,12 @@ impl CounterStore for EmbeddedStore {
     ) -> anyhow::Result<CounterOutcome> {
         if amount > limit {
             return Ok(CounterOutcome::Refused);
+        }
+        let updates = self
+            .counter_updates
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if updates % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.sweep_counters()?;
         }
         let (amount, limit) = (amount as i64, limit.min(i64::MAX as u64) as i64);
         let value: Option<i64> = self.with(|conn| {
