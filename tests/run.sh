@@ -271,6 +271,19 @@ install_node_deps() {
 step "Install Python deps (tests/.deps/venv)" install_python_deps
 step "Install dynalite $DYNALITE_VERSION (tests/.deps/node)" install_node_deps
 
+# The loopback OpenID provider for the sign-in tests (tests/oidc, pinned by its package-lock.json).
+# npm ci only when the lock file changed since the last install.
+install_oidc_provider() {
+    local dir="$ROOT/tests/oidc" stamp="$ROOT/tests/oidc/node_modules/.qnp-lock-stamp"
+    if [[ -f "$stamp" ]] && cmp -s "$stamp" "$dir/package-lock.json"; then
+        echo "oidc-provider already installed"
+        return 0
+    fi
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$dir/package-lock.json" "$stamp"
+}
+step "Install the test OpenID provider (tests/oidc)" install_oidc_provider
+
 # ---------------------------------------------------------------------------------------
 # 2. Start the stand-in servers all at once (each is ready in well under 1 s here), then
 #    wait for each.

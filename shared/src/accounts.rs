@@ -17,6 +17,9 @@ pub struct Account {
     /// Set when the user asked for deletion; keys stop working at once and the cleaner erases the rest.
     #[serde(with = "time::serde::rfc3339::option")]
     pub deletion_requested_at: Option<OffsetDateTime>,
+    /// Sessions carry the version they were issued under; bumping it (logout, deletion) invalidates
+    /// every outstanding session cookie server-side.
+    pub session_version: i64,
 }
 
 impl Account {
@@ -29,6 +32,7 @@ impl Account {
             created_at: now,
             restricted: false,
             deletion_requested_at: None,
+            session_version: 0,
         }
     }
 
@@ -79,4 +83,32 @@ pub fn is_plausible_email(email: &str) -> bool {
         }
         None => false,
     }
+}
+
+/// A sign-in identity: the identity provider's stable subject, linked to one account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    /// `google` or `apple`.
+    pub provider: String,
+    pub subject: String,
+    pub account_id: String,
+    /// The email the provider reported at the last sign-in (may be an Apple private-relay address).
+    pub email: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A correction to an account's profile (GDPR rectification); `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileChange {
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProfileUpdate {
+    Updated(Account),
+    /// Another account already uses that email.
+    EmailTaken,
+    NotFound,
 }

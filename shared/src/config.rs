@@ -107,6 +107,36 @@ pub struct UpstreamConfig {
     pub key_variable: &'static str,
 }
 
+/// Sign in with Google (OpenID Connect, authorization code with PKCE).
+#[derive(Debug, Clone)]
+pub struct GoogleConfig {
+    pub client_id: String,
+    pub client_secret: String,
+    pub issuer: String,
+}
+
+/// Sign in with Apple: its client secret is an ES256 JWT the gateway signs with the team's key.
+#[derive(Clone)]
+pub struct AppleConfig {
+    pub client_id: String,
+    pub team_id: String,
+    pub key_id: String,
+    /// PKCS#8 PEM of the Sign in with Apple key.
+    pub private_key: String,
+    pub issuer: String,
+}
+
+impl std::fmt::Debug for AppleConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppleConfig")
+            .field("client_id", &self.client_id)
+            .field("team_id", &self.team_id)
+            .field("key_id", &self.key_id)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub mongodb_uri: Option<String>,
@@ -130,6 +160,9 @@ pub struct Config {
     pub key_cache_ttl: Duration,
     /// bcrypt work factor for new API keys.
     pub bcrypt_cost: u32,
+    /// `None` when its variables are unset: that provider's login answers 503.
+    pub google: Option<GoogleConfig>,
+    pub apple: Option<AppleConfig>,
 }
 
 impl Config {
@@ -224,8 +257,63 @@ impl Config {
             ),
             key_cache_ttl: Duration::from_secs(key_cache_secs),
             bcrypt_cost: bcrypt_cost(env)?,
+            google: google(env)?,
+            apple: apple(env)?,
         })
     }
+}
+
+/// All of a group's variables, or none of them (`Ok(None)`); a partial group names what is missing.
+fn group<'a>(env: &'a Env, names: &[&str]) -> Result<Option<Vec<&'a str>>, ConfigError> {
+    let values: Vec<Option<&str>> = names.iter().map(|n| env.get(n)).collect();
+    if values.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    if let Some(missing) = names.iter().zip(&values).find(|(_, v)| v.is_none()) {
+        return Err(ConfigError::Missing {
+            variable: (*missing.0).into(),
+            reason: format!("{} are set, so it is needed too", names.join(", ")),
+        });
+    }
+    Ok(Some(values.into_iter().flatten().collect()))
+}
+
+fn google(env: &Env) -> Result<Option<GoogleConfig>, ConfigError> {
+    let Some(v) = group(env, &["GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET"])? else {
+        return Ok(None);
+    };
+    Ok(Some(GoogleConfig {
+        client_id: v[0].into(),
+        client_secret: v[1].into(),
+        issuer: env.url("QNP_GOOGLE_ISSUER", "https://accounts.google.com")?,
+    }))
+}
+
+fn apple(env: &Env) -> Result<Option<AppleConfig>, ConfigError> {
+    let names = [
+        "APPLE_CLIENT_ID",
+        "APPLE_TEAM_ID",
+        "APPLE_KEY_ID",
+        "APPLE_PRIVATE_KEY",
+    ];
+    let Some(v) = group(env, &names)? else {
+        return Ok(None);
+    };
+    // Secrets often carry a PEM on one line with literal "\n"s.
+    let private_key = v[3].replace("\\n", "\n");
+    if jsonwebtoken::EncodingKey::from_ec_pem(private_key.as_bytes()).is_err() {
+        return Err(ConfigError::Malformed {
+            variable: "APPLE_PRIVATE_KEY".into(),
+            reason: "not a PEM-encoded P-256 (ES256) private key".into(),
+        });
+    }
+    Ok(Some(AppleConfig {
+        client_id: v[0].into(),
+        team_id: v[1].into(),
+        key_id: v[2].into(),
+        private_key,
+        issuer: env.url("QNP_APPLE_ISSUER", "https://appleid.apple.com")?,
+    }))
 }
 
 fn bcrypt_cost(env: &Env) -> Result<u32, ConfigError> {
@@ -265,6 +353,22 @@ mod tests {
             let err = Config::from_env(&Env::from_pairs([(key, value)])).unwrap_err();
             assert!(err.to_string().contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn sign_in_groups_are_all_or_nothing() {
+        let config = Config::from_env(&Env::default()).unwrap();
+        assert!(config.google.is_none() && config.apple.is_none());
+        let err = Config::from_env(&Env::from_pairs([("GOOGLE_CLIENT_ID", "x")])).unwrap_err();
+        assert!(err.to_string().contains("GOOGLE_CLIENT_SECRET"), "{err}");
+        let err = Config::from_env(&Env::from_pairs([
+            ("APPLE_CLIENT_ID", "a"),
+            ("APPLE_TEAM_ID", "t"),
+            ("APPLE_KEY_ID", "k"),
+            ("APPLE_PRIVATE_KEY", "not a key"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("APPLE_PRIVATE_KEY"), "{err}");
     }
 
     #[test]

@@ -28,8 +28,14 @@ pub enum GatewayError {
     InvalidKey,
     #[error("this API key has been revoked")]
     RevokedKey,
+    #[error("sign in first: the session is missing, expired or ended")]
+    NotSignedIn,
     #[error("{0}")]
     Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    BadRequest(String),
     #[error("{0}")]
     PaymentRequired(String),
     #[error(
@@ -60,7 +66,7 @@ pub enum GatewayError {
     UpstreamTimeout,
     #[error("method not allowed")]
     MethodNotAllowed,
-    #[error("no such route: {0}")]
+    #[error("{0}")]
     NotFound(String),
     /// Anything else: logged in full where it happened, reported as a bare 500.
     #[error("internal error")]
@@ -101,8 +107,10 @@ impl GatewayError {
                 StatusCode::BAD_REQUEST
             }
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            MissingKey | InvalidKey | RevokedKey => StatusCode::UNAUTHORIZED,
+            MissingKey | InvalidKey | RevokedKey | NotSignedIn => StatusCode::UNAUTHORIZED,
             Forbidden(_) => StatusCode::FORBIDDEN,
+            Conflict(_) => StatusCode::CONFLICT,
+            BadRequest(_) => StatusCode::BAD_REQUEST,
             PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProviderNotConfigured { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -123,8 +131,10 @@ impl GatewayError {
             MalformedJson(_) | InvalidField { .. } | WrongModelKind(_) => "invalid_request_error",
             UnknownModel(_) => "model_not_found",
             BodyTooLarge { .. } => "request_too_large",
-            MissingKey | InvalidKey | RevokedKey => "authentication_error",
+            MissingKey | InvalidKey | RevokedKey | NotSignedIn => "authentication_error",
             Forbidden(_) => "permission_error",
+            Conflict(_) => "conflict",
+            BadRequest(_) => "invalid_request_error",
             PaymentRequired(_) => "insufficient_quota",
             RateLimited { .. } => "rate_limit_exceeded",
             ProviderNotConfigured { .. } => "provider_not_configured",

@@ -9,8 +9,10 @@ pub mod limits;
 pub mod plans;
 pub mod providers;
 pub mod secrets;
+pub mod sessions;
 pub mod store;
 pub mod usage;
 pub mod usage_log;
+pub mod web;
 
 pub use error::GatewayError;

@@ -9,6 +9,7 @@ use qnp_shared::store::Stores;
 use qnp_shared::usage::UsageRecord;
 use time::OffsetDateTime;
 
+pub mod identity;
 pub mod mock_openai;
 
 pub use mock_openai::MockOpenAi;
@@ -91,20 +92,40 @@ impl TestGateway {
     }
 
     pub async fn start_with(config: Config, stores: Stores) -> TestGateway {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        TestGateway::start_on(listener, config, stores).await
+    }
+
+    /// Serves on a listener the caller bound already, for tests that must know the gateway's address
+    /// before it is configured (an identity provider's redirect URIs name it).
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        config: Config,
+        stores: Stores,
+    ) -> TestGateway {
         let catalog =
             Arc::new(qnp_shared::catalog::Catalog::load(config.models_file.as_deref()).unwrap());
         let plans = Arc::new(qnp_shared::plans::Plans::load(config.plans_file.as_deref()).unwrap());
         let (usage, writer) = qnp_shared::usage_log::UsageLog::background(stores.records.clone());
-        let proxy = Arc::new(qnp_proxy::Proxy::new(
+        let addr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}");
+        let public_url = config.public_url.clone().unwrap_or_else(|| url.clone());
+        let secret = config
+            .session_secret
+            .clone()
+            .unwrap_or_else(|| "test-session-secret-0123456789abcdef".into());
+        let app = qnp::app::build(
             &config,
             &stores,
             usage.clone(),
             catalog,
             plans,
-        ));
-        let app = qnp_proxy::routes::with_fallbacks(qnp_proxy::router(proxy));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+            &public_url,
+            &secret,
+        );
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             axum::serve(
@@ -118,7 +139,7 @@ impl TestGateway {
             .unwrap();
         });
         TestGateway {
-            url: format!("http://{addr}"),
+            url,
             stores,
             config,
             shutdown: Some(tx),
@@ -294,6 +315,38 @@ impl qnp_shared::store::RecordStore for CountingKeyReads {
     async fn set_plan(&self, id: &str, plan: &str) -> anyhow::Result<()> {
         self.inner.set_plan(id, plan).await
     }
+    async fn update_profile(
+        &self,
+        id: &str,
+        change: &qnp_shared::accounts::ProfileChange,
+    ) -> anyhow::Result<qnp_shared::accounts::ProfileUpdate> {
+        self.inner.update_profile(id, change).await
+    }
+    async fn set_restricted(&self, id: &str, restricted: bool) -> anyhow::Result<bool> {
+        self.inner.set_restricted(id, restricted).await
+    }
+    async fn bump_session_version(&self, id: &str) -> anyhow::Result<()> {
+        self.inner.bump_session_version(id).await
+    }
+    async fn request_deletion(&self, id: &str, at: OffsetDateTime) -> anyhow::Result<()> {
+        self.inner.request_deletion(id, at).await
+    }
+    async fn identity(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> anyhow::Result<Option<qnp_shared::accounts::Identity>> {
+        self.inner.identity(provider, subject).await
+    }
+    async fn link_identity(&self, identity: &qnp_shared::accounts::Identity) -> anyhow::Result<()> {
+        self.inner.link_identity(identity).await
+    }
+    async fn identities_for_account(
+        &self,
+        id: &str,
+    ) -> anyhow::Result<Vec<qnp_shared::accounts::Identity>> {
+        self.inner.identities_for_account(id).await
+    }
     async fn insert_key(&self, key: &qnp_shared::accounts::ApiKeyRecord) -> anyhow::Result<()> {
         self.inner.insert_key(key).await
     }
@@ -342,7 +395,7 @@ pub async fn lambda_proxy(env: &Env) -> (axum::Router, Stores) {
         &config, &stores, usage, catalog, plans,
     ));
     (
-        qnp_proxy::routes::with_fallbacks(qnp_proxy::router(proxy)),
+        qnp_shared::web::with_fallbacks(qnp_proxy::router(proxy)),
         stores,
     )
 }

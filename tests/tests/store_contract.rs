@@ -197,6 +197,159 @@ async fn records_contract(store: Arc<dyn RecordStore>) {
     assert_eq!(bens.len(), 1);
 }
 
+async fn account_rights_contract(store: Arc<dyn RecordStore>) {
+    use qnp_shared::accounts::{Identity, ProfileChange, ProfileUpdate};
+    let now = ms(OffsetDateTime::now_utc());
+    let cy = store
+        .account_for_email("cy@example.com", "free")
+        .await
+        .unwrap();
+    let dee = store
+        .account_for_email("dee@example.com", "free")
+        .await
+        .unwrap();
+    assert_eq!(cy.session_version, 0);
+
+    // Identities: unique by provider + subject; relinking refreshes the email only.
+    let identity = Identity {
+        provider: "google".into(),
+        subject: "sub-cy".into(),
+        account_id: cy.id.clone(),
+        email: Some("cy@example.com".into()),
+        created_at: now,
+    };
+    store.link_identity(&identity).await.unwrap();
+    store
+        .link_identity(&Identity {
+            email: Some("cy2@example.com".into()),
+            account_id: dee.id.clone(),
+            ..identity.clone()
+        })
+        .await
+        .unwrap();
+    let found = store.identity("google", "sub-cy").await.unwrap().unwrap();
+    assert_eq!(
+        found.account_id, cy.id,
+        "an identity never moves to another account"
+    );
+    assert_eq!(found.email.as_deref(), Some("cy2@example.com"));
+    assert!(store.identity("apple", "sub-cy").await.unwrap().is_none());
+    store
+        .link_identity(&Identity {
+            provider: "apple".into(),
+            subject: "sub-cy-apple".into(),
+            created_at: now + Duration::seconds(1),
+            ..identity.clone()
+        })
+        .await
+        .unwrap();
+    let all = store.identities_for_account(&cy.id).await.unwrap();
+    assert_eq!(
+        all.iter().map(|i| i.provider.as_str()).collect::<Vec<_>>(),
+        vec!["google", "apple"]
+    );
+
+    // Profile: partial updates, email uniqueness.
+    let change = ProfileChange {
+        name: Some("Cy".into()),
+        email: None,
+    };
+    let ProfileUpdate::Updated(updated) = store.update_profile(&cy.id, &change).await.unwrap()
+    else {
+        panic!("updated")
+    };
+    assert_eq!(
+        (updated.name.as_deref(), updated.email.as_str()),
+        (Some("Cy"), "cy@example.com")
+    );
+    let taken = ProfileChange {
+        name: None,
+        email: Some("DEE@example.com".into()),
+    };
+    assert_eq!(
+        store.update_profile(&cy.id, &taken).await.unwrap(),
+        ProfileUpdate::EmailTaken
+    );
+    assert_eq!(
+        store.update_profile("acct_missing", &change).await.unwrap(),
+        ProfileUpdate::NotFound
+    );
+    let moved = ProfileChange {
+        name: None,
+        email: Some("Cy.New@example.com".into()),
+    };
+    let ProfileUpdate::Updated(updated) = store.update_profile(&cy.id, &moved).await.unwrap()
+    else {
+        panic!("updated")
+    };
+    assert_eq!(updated.email, "cy.new@example.com");
+
+    // Restriction and session versions.
+    assert!(store.set_restricted(&cy.id, true).await.unwrap());
+    assert!(store.account(&cy.id).await.unwrap().unwrap().restricted);
+    assert!(store.set_restricted(&cy.id, false).await.unwrap());
+    assert!(!store.set_restricted("acct_missing", true).await.unwrap());
+    store.bump_session_version(&cy.id).await.unwrap();
+    assert_eq!(
+        store
+            .account(&cy.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .session_version,
+        1
+    );
+
+    // Deletion: immediate effects, idempotent, other accounts untouched.
+    let key = qnp_shared::keys::generate(&cy.id, None, 4, now)
+        .unwrap()
+        .record;
+    store.insert_key(&key).await.unwrap();
+    let dees = qnp_shared::keys::generate(&dee.id, None, 4, now)
+        .unwrap()
+        .record;
+    store.insert_key(&dees).await.unwrap();
+    store.request_deletion(&cy.id, now).await.unwrap();
+    store
+        .request_deletion(&cy.id, now + Duration::hours(1))
+        .await
+        .unwrap();
+    let deleted = store.account(&cy.id).await.unwrap().unwrap();
+    assert_eq!(
+        deleted.deletion_requested_at,
+        Some(now),
+        "the first request's time stands"
+    );
+    assert!(!deleted.is_active());
+    assert!(deleted.session_version >= 2);
+    assert!(
+        store
+            .key(&key.key_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    assert!(
+        store
+            .identities_for_account(&cy.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .key(&dees.key_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+    assert!(store.account(&dee.id).await.unwrap().unwrap().is_active());
+}
+
 async fn counters_contract(counters: Arc<dyn CounterStore>) {
     let key = qnp_tests::unique("rpm");
     let exp = OffsetDateTime::now_utc().unix_timestamp() + 300;
@@ -251,6 +404,17 @@ async fn counters_contract(counters: Arc<dyn CounterStore>) {
 async fn embedded_store_passes_the_records_contract() {
     let (_dir, store) = embedded().await;
     records_contract(store).await;
+}
+
+#[tokio::test]
+async fn embedded_store_passes_the_account_rights_contract() {
+    let (_dir, store) = embedded().await;
+    account_rights_contract(store).await;
+}
+
+#[tokio::test]
+async fn mongodb_passes_the_account_rights_contract() {
+    account_rights_contract(mongo().await).await;
 }
 
 #[tokio::test]

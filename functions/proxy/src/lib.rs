@@ -22,7 +22,6 @@ mod call;
 mod chat;
 mod embeddings;
 mod models;
-pub mod routes;
 
 /// Everything a proxied request needs, built once per process (per Lambda cold start).
 pub struct Proxy {
@@ -60,7 +59,7 @@ impl Proxy {
 }
 
 /// The proxy's routes, without fallbacks so `qnp serve` can merge it with the other functions' routers;
-/// whoever serves it applies `routes::with_fallbacks` once.
+/// whoever serves it applies `qnp_shared::web::with_fallbacks` once.
 pub fn router(proxy: Arc<Proxy>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::handle))

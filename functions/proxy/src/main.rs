@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use qnp_proxy::{Proxy, router, routes};
+use qnp_proxy::{Proxy, router};
 use qnp_shared::catalog::Catalog;
 use qnp_shared::config::Config;
 use qnp_shared::plans::Plans;
@@ -29,7 +29,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let plans = Arc::new(Plans::load(config.plans_file.as_deref())?);
     let usage = UsageLog::inline(stores.records.clone());
     let proxy = Arc::new(Proxy::new(&config, &stores, usage, catalog, plans));
-    let app = routes::with_fallbacks(router(proxy));
+    let app = qnp_shared::web::with_fallbacks(router(proxy));
     let streaming = std::env::var("QNP_RESPONSE_STREAMING").is_ok_and(|v| v == "true");
     if streaming {
         lambda_http::run_with_streaming_response(app).await

@@ -1,9 +1,7 @@
 //! `qnp serve`: every function's router merged behind one listener, usage written in the background.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use qnp_proxy::Proxy;
 use qnp_shared::usage_log::UsageLog;
 
 use crate::context::Context;
@@ -18,14 +16,33 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let ctx = Context::load().await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let local = listener.local_addr()?;
+    // Streams are written event by event; without TCP_NODELAY, Nagle's algorithm holds a small write back
+    // until the client's delayed ACK (~40 ms) arrives.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    let public_url = ctx
+        .config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"));
+    let session_secret = qnp::app::local_session_secret(&ctx.config)?;
     let (usage, writer) = UsageLog::background(ctx.stores.records.clone());
-    let proxy = Arc::new(Proxy::new(
+    let app = qnp::app::build(
         &ctx.config,
         &ctx.stores,
         usage.clone(),
         ctx.catalog.clone(),
         ctx.plans.clone(),
-    ));
+        &public_url,
+        &session_secret,
+    );
     for (provider, upstream) in [
         ("openai", &ctx.config.openai),
         ("anthropic", &ctx.config.anthropic),
@@ -38,15 +55,19 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
             );
         }
     }
-    let app = qnp_proxy::routes::with_fallbacks(qnp_proxy::router(proxy));
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    let local = listener.local_addr()?;
+    for (name, configured) in [
+        ("Google", ctx.config.google.is_some()),
+        ("Apple", ctx.config.apple.is_some()),
+    ] {
+        if !configured {
+            tracing::warn!("sign in with {name} answers 503 until its variables are set");
+        }
+    }
     tracing::info!(
         records = if ctx.config.mongodb_uri.is_some() { "mongodb" } else { "embedded" },
         counters = if ctx.config.dynamodb_table.is_some() { "dynamodb" } else { "embedded" },
         data_dir = %ctx.config.data_dir.display(),
+        public_url,
         "stores ready"
     );
     // Scripts and tests wait for this exact line; it carries no fields so the address ends it.

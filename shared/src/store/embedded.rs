@@ -1,10 +1,14 @@
 //! The embedded store: one SQLite database in the data directory holding records and counters, so
 //! `qnp serve` works on a bare machine and keeps its data across restarts.
 //!
-//! Statements are short and run under one connection's mutex on the calling thread: a counter update or a
+//! Statements are short and run under a connection's mutex on the calling thread: a counter update or a
 //! key read costs microseconds, less than handing it to another thread would. The mutex also makes the
 //! bounded increment trivially atomic. Exports read on a blocking thread through their own connection
 //! (WAL lets readers run beside the writer) and stream rows out through a bounded channel.
+//!
+//! Counters live in their own file (`counters.sqlite3`) so the per-request counter update never waits
+//! behind a batch of usage inserts, and WAL checkpoints (the only step that fsyncs) run on a background
+//! thread instead of inside whichever request's commit happened to cross the threshold.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -16,10 +20,31 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
 use super::{CounterOutcome, CounterStore, RecordStore};
-use crate::accounts::{Account, ApiKeyRecord, normalize_email};
+use crate::accounts::{
+    Account, ApiKeyRecord, Identity, ProfileChange, ProfileUpdate, normalize_email,
+};
 use crate::usage::{TokenUsage, UsageRecord};
 
-const SCHEMA: &str = r#"
+/// Schema migrations of `qnp.sqlite3`, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+
+/// Counters moved to their own file.
+const SCHEMA_V3: &str = "DROP TABLE IF EXISTS counters;";
+
+/// `counters.sqlite3`: rate-limit and budget counters, ephemeral by nature.
+const COUNTERS_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS counters (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS counters_by_expiry ON counters (expires_at);
+"#;
+
+/// How often the background thread moves WAL content into the database files.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+const SCHEMA_V1: &str = r#"
 CREATE TABLE IF NOT EXISTS accounts (
     id TEXT PRIMARY KEY,
     email TEXT NOT NULL UNIQUE,
@@ -71,13 +96,30 @@ CREATE TABLE IF NOT EXISTS counters (
 CREATE INDEX IF NOT EXISTS counters_by_expiry ON counters (expires_at);
 "#;
 
+/// Accounts: sign-in identities and server-side session invalidation.
+const SCHEMA_V2: &str = r#"
+ALTER TABLE accounts ADD COLUMN session_version INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE identities (
+    provider TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    email TEXT,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (provider, subject)
+);
+CREATE INDEX identities_by_account ON identities (account_id);
+"#;
+
 /// Expired counters are swept once per this many counter updates (DynamoDB's TTL does it there).
 const SWEEP_EVERY: u64 = 4096;
 
 pub struct EmbeddedStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+    counters: Mutex<Connection>,
     counter_updates: std::sync::atomic::AtomicU64,
+    /// The checkpoint thread runs while this is alive.
+    _alive: std::sync::Arc<()>,
 }
 
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
@@ -87,8 +129,32 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     // against an fsync per request.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Checkpoints run on the background thread (see `spawn_checkpointer`), never in a request's commit.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
+}
+
+/// Checkpoints both files periodically until the store is dropped. PASSIVE never blocks a writer.
+fn spawn_checkpointer(paths: Vec<PathBuf>, alive: std::sync::Weak<()>) {
+    std::thread::Builder::new()
+        .name("qnp-sqlite-checkpoint".into())
+        .spawn(move || {
+            let conns: Vec<Connection> = paths
+                .iter()
+                .filter_map(|p| open_connection(p).ok())
+                .collect();
+            while alive.upgrade().is_some() {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                for conn in &conns {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "SQLite checkpoint failed");
+                    }
+                }
+            }
+        })
+        .expect("spawn the checkpoint thread");
 }
 
 fn millis(ts: OffsetDateTime) -> i64 {
@@ -108,12 +174,24 @@ impl EmbeddedStore {
         let path = data_dir.join("qnp.sqlite3");
         let conn = open_connection(&path)
             .with_context(|| format!("opening the embedded store {}", path.display()))?;
-        conn.execute_batch(SCHEMA)
-            .context("creating the embedded schema")?;
+        migrate(&conn).context("migrating the embedded schema")?;
+        let counters_path = data_dir.join("counters.sqlite3");
+        let counters = open_connection(&counters_path)
+            .with_context(|| format!("opening the embedded store {}", counters_path.display()))?;
+        counters
+            .execute_batch(COUNTERS_SCHEMA)
+            .context("creating the counters schema")?;
+        let alive = std::sync::Arc::new(());
+        spawn_checkpointer(
+            vec![path.clone(), counters_path],
+            std::sync::Arc::downgrade(&alive),
+        );
         let store = EmbeddedStore {
             path,
             conn: Mutex::new(conn),
+            counters: Mutex::new(counters),
             counter_updates: std::sync::atomic::AtomicU64::new(0),
+            _alive: alive,
         };
         store.sweep_counters()?;
         Ok(store)
@@ -123,7 +201,15 @@ impl EmbeddedStore {
     /// window, so an expired one is never consulted; this only keeps the table small.
     fn sweep_counters(&self) -> anyhow::Result<usize> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        self.with(|conn| conn.execute("DELETE FROM counters WHERE expires_at < ?1", [now]))
+        self.with_counters(|conn| conn.execute("DELETE FROM counters WHERE expires_at < ?1", [now]))
+    }
+
+    fn with_counters<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> anyhow::Result<T> {
+        let conn = self.counters.lock().expect("embedded counters lock");
+        Ok(f(&conn)?)
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {
@@ -132,8 +218,28 @@ impl EmbeddedStore {
     }
 }
 
+fn is_unique_violation(err: &anyhow::Error) -> bool {
+    matches!(
+        err.downcast_ref::<rusqlite::Error>(),
+        Some(rusqlite::Error::SqliteFailure(e, _))
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let applied: usize = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        conn.execute_batch(&format!(
+            "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
+            version + 1
+        ))?;
+    }
+    Ok(())
+}
+
 const ACCOUNT_COLUMNS: &str =
-    "id, email, name, plan, created_at, restricted, deletion_requested_at";
+    "id, email, name, plan, created_at, restricted, deletion_requested_at, session_version";
 
 fn account_from_row(row: &Row) -> rusqlite::Result<Account> {
     Ok(Account {
@@ -144,6 +250,19 @@ fn account_from_row(row: &Row) -> rusqlite::Result<Account> {
         created_at: from_millis(row.get(4)?),
         restricted: row.get(5)?,
         deletion_requested_at: row.get::<_, Option<i64>>(6)?.map(from_millis),
+        session_version: row.get(7)?,
+    })
+}
+
+const IDENTITY_COLUMNS: &str = "provider, subject, account_id, email, created_at";
+
+fn identity_from_row(row: &Row) -> rusqlite::Result<Identity> {
+    Ok(Identity {
+        provider: row.get(0)?,
+        subject: row.get(1)?,
+        account_id: row.get(2)?,
+        email: row.get(3)?,
+        created_at: from_millis(row.get(4)?),
     })
 }
 
@@ -241,6 +360,109 @@ impl RecordStore for EmbeddedStore {
         })?;
         anyhow::ensure!(changed == 1, "no account {account_id}");
         Ok(())
+    }
+
+    async fn update_profile(
+        &self,
+        account_id: &str,
+        change: &ProfileChange,
+    ) -> anyhow::Result<ProfileUpdate> {
+        let email = change.email.as_deref().map(normalize_email);
+        let result = self.with(|conn| {
+            conn.execute(
+                "UPDATE accounts SET name = COALESCE(?2, name), email = COALESCE(?3, email)
+                 WHERE id = ?1",
+                params![account_id, change.name, email],
+            )
+        });
+        match result {
+            Ok(0) => Ok(ProfileUpdate::NotFound),
+            Ok(_) => Ok(match self.account(account_id).await? {
+                Some(account) => ProfileUpdate::Updated(account),
+                None => ProfileUpdate::NotFound,
+            }),
+            Err(e) if is_unique_violation(&e) => Ok(ProfileUpdate::EmailTaken),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn set_restricted(&self, account_id: &str, restricted: bool) -> anyhow::Result<bool> {
+        let changed = self.with(|conn| {
+            conn.execute(
+                "UPDATE accounts SET restricted = ?2 WHERE id = ?1",
+                params![account_id, restricted],
+            )
+        })?;
+        Ok(changed == 1)
+    }
+
+    async fn bump_session_version(&self, account_id: &str) -> anyhow::Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE accounts SET session_version = session_version + 1 WHERE id = ?1",
+                [account_id],
+            )
+        })?;
+        Ok(())
+    }
+
+    async fn request_deletion(&self, account_id: &str, at: OffsetDateTime) -> anyhow::Result<()> {
+        let mut conn = self.conn.lock().expect("embedded store lock");
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE accounts SET deletion_requested_at = COALESCE(deletion_requested_at, ?2),
+             session_version = session_version + 1 WHERE id = ?1",
+            params![account_id, millis(at)],
+        )?;
+        tx.execute(
+            "UPDATE api_keys SET revoked_at = ?2 WHERE account_id = ?1 AND revoked_at IS NULL",
+            params![account_id, millis(at)],
+        )?;
+        tx.execute("DELETE FROM identities WHERE account_id = ?1", [account_id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    async fn identity(&self, provider: &str, subject: &str) -> anyhow::Result<Option<Identity>> {
+        self.with(|conn| {
+            conn.query_row(
+                &format!(
+                    "SELECT {IDENTITY_COLUMNS} FROM identities WHERE provider = ?1 AND subject = ?2"
+                ),
+                [provider, subject],
+                identity_from_row,
+            )
+            .optional()
+        })
+    }
+
+    async fn link_identity(&self, identity: &Identity) -> anyhow::Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                &format!(
+                    "INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (provider, subject) DO UPDATE SET email = excluded.email"
+                ),
+                params![
+                    identity.provider,
+                    identity.subject,
+                    identity.account_id,
+                    identity.email,
+                    millis(identity.created_at)
+                ],
+            )
+        })?;
+        Ok(())
+    }
+
+    async fn identities_for_account(&self, account_id: &str) -> anyhow::Result<Vec<Identity>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {IDENTITY_COLUMNS} FROM identities WHERE account_id = ?1
+                 ORDER BY created_at, provider"
+            ))?;
+            stmt.query_map([account_id], identity_from_row)?.collect()
+        })
     }
 
     async fn insert_key(&self, key: &ApiKeyRecord) -> anyhow::Result<()> {
@@ -397,7 +619,7 @@ impl CounterStore for EmbeddedStore {
             self.sweep_counters()?;
         }
         let (amount, limit) = (amount as i64, limit.min(i64::MAX as u64) as i64);
-        let value: Option<i64> = self.with(|conn| {
+        let value: Option<i64> = self.with_counters(|conn| {
             conn.prepare_cached(
                 "INSERT INTO counters (key, value, expires_at) VALUES (?1, ?2, ?4)
                  ON CONFLICT (key) DO UPDATE SET value = value + ?2 WHERE value + ?2 <= ?3
@@ -415,7 +637,7 @@ impl CounterStore for EmbeddedStore {
     }
 
     async fn get(&self, key: &str) -> anyhow::Result<u64> {
-        let value: Option<i64> = self.with(|conn| {
+        let value: Option<i64> = self.with_counters(|conn| {
             conn.query_row("SELECT value FROM counters WHERE key = ?1", [key], |row| {
                 row.get(0)
             })

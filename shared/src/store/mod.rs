@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use time::OffsetDateTime;
 
-use crate::accounts::{Account, ApiKeyRecord};
+use crate::accounts::{Account, ApiKeyRecord, Identity, ProfileChange, ProfileUpdate};
 use crate::config::Config;
 use crate::usage::UsageRecord;
 
@@ -25,6 +25,24 @@ pub trait RecordStore: Send + Sync {
     async fn account(&self, account_id: &str) -> anyhow::Result<Option<Account>>;
     async fn account_by_email(&self, email: &str) -> anyhow::Result<Option<Account>>;
     async fn set_plan(&self, account_id: &str, plan: &str) -> anyhow::Result<()>;
+    async fn update_profile(
+        &self,
+        account_id: &str,
+        change: &ProfileChange,
+    ) -> anyhow::Result<ProfileUpdate>;
+    /// Sets or lifts the GDPR restriction of processing; false if there is no such account.
+    async fn set_restricted(&self, account_id: &str, restricted: bool) -> anyhow::Result<bool>;
+    /// Invalidates every session issued so far (logout everywhere).
+    async fn bump_session_version(&self, account_id: &str) -> anyhow::Result<()>;
+    /// Records the user's deletion request and takes effect at once: sessions are invalidated, keys
+    /// revoked and sign-in identities unlinked (so signing in again starts a new account). The retention
+    /// cleaner erases the rest.
+    async fn request_deletion(&self, account_id: &str, at: OffsetDateTime) -> anyhow::Result<()>;
+
+    async fn identity(&self, provider: &str, subject: &str) -> anyhow::Result<Option<Identity>>;
+    /// Links (or refreshes the email of) a sign-in identity.
+    async fn link_identity(&self, identity: &Identity) -> anyhow::Result<()>;
+    async fn identities_for_account(&self, account_id: &str) -> anyhow::Result<Vec<Identity>>;
 
     async fn insert_key(&self, key: &ApiKeyRecord) -> anyhow::Result<()>;
     async fn key(&self, key_id: &str) -> anyhow::Result<Option<ApiKeyRecord>>;

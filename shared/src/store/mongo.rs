@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::RecordStore;
-use crate::accounts::{Account, ApiKeyRecord, normalize_email};
+use crate::accounts::{
+    Account, ApiKeyRecord, Identity, ProfileChange, ProfileUpdate, normalize_email,
+};
 use crate::usage::{TokenUsage, UsageRecord};
 
 const DUPLICATE_KEY: i32 = 11000;
@@ -43,6 +45,8 @@ struct AccountDoc {
     created_at: DateTime,
     restricted: bool,
     deletion_requested_at: Option<DateTime>,
+    #[serde(default)]
+    session_version: i64,
 }
 
 impl From<AccountDoc> for Account {
@@ -55,6 +59,35 @@ impl From<AccountDoc> for Account {
             created_at: from_bson(d.created_at),
             restricted: d.restricted,
             deletion_requested_at: d.deletion_requested_at.map(from_bson),
+            session_version: d.session_version,
+        }
+    }
+}
+
+/// `_id` is `provider:subject`, so the identity is unique by construction.
+#[derive(Debug, Serialize, Deserialize)]
+struct IdentityDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    provider: String,
+    subject: String,
+    account_id: String,
+    email: Option<String>,
+    created_at: DateTime,
+}
+
+fn identity_id(provider: &str, subject: &str) -> String {
+    format!("{provider}:{subject}")
+}
+
+impl From<IdentityDoc> for Identity {
+    fn from(d: IdentityDoc) -> Identity {
+        Identity {
+            provider: d.provider,
+            subject: d.subject,
+            account_id: d.account_id,
+            email: d.email,
+            created_at: from_bson(d.created_at),
         }
     }
 }
@@ -183,6 +216,7 @@ impl From<UsageDoc> for UsageRecord {
 
 pub struct MongoStore {
     accounts: Collection<AccountDoc>,
+    identities: Collection<IdentityDoc>,
     keys: Collection<KeyDoc>,
     usage: Collection<UsageDoc>,
 }
@@ -208,6 +242,7 @@ impl MongoStore {
         let db = client.database(db);
         let store = MongoStore {
             accounts: db.collection("accounts"),
+            identities: db.collection("identities"),
             keys: db.collection("api_keys"),
             usage: db.collection("usage"),
         };
@@ -230,6 +265,10 @@ impl MongoStore {
             .create_index(IndexModel::builder().keys(doc! {"account_id": 1}).build())
             .await
             .context("creating the api_keys account index")?;
+        self.identities
+            .create_index(IndexModel::builder().keys(doc! {"account_id": 1}).build())
+            .await
+            .context("creating the identities account index")?;
         self.usage
             .create_index(
                 IndexModel::builder()
@@ -266,7 +305,7 @@ impl RecordStore for MongoStore {
                 doc! {"$setOnInsert": {
                     "_id": &fresh.id, "name": null, "plan": &fresh.plan,
                     "created_at": to_bson(fresh.created_at), "restricted": false,
-                    "deletion_requested_at": null,
+                    "deletion_requested_at": null, "session_version": 0_i64,
                 }},
             )
             .upsert(true)
@@ -307,6 +346,116 @@ impl RecordStore for MongoStore {
             .await?;
         anyhow::ensure!(result.matched_count == 1, "no account {account_id}");
         Ok(())
+    }
+
+    async fn update_profile(
+        &self,
+        account_id: &str,
+        change: &ProfileChange,
+    ) -> anyhow::Result<ProfileUpdate> {
+        let mut set = mongodb::bson::Document::new();
+        if let Some(name) = &change.name {
+            set.insert("name", name);
+        }
+        if let Some(email) = &change.email {
+            set.insert("email", normalize_email(email));
+        }
+        if set.is_empty() {
+            return Ok(match self.account(account_id).await? {
+                Some(account) => ProfileUpdate::Updated(account),
+                None => ProfileUpdate::NotFound,
+            });
+        }
+        let updated = self
+            .accounts
+            .find_one_and_update(doc! {"_id": account_id}, doc! {"$set": set})
+            .return_document(ReturnDocument::After)
+            .await;
+        match updated {
+            Ok(Some(doc)) => Ok(ProfileUpdate::Updated(doc.into())),
+            Ok(None) => Ok(ProfileUpdate::NotFound),
+            Err(e) if is_duplicate_key(&e) => Ok(ProfileUpdate::EmailTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn set_restricted(&self, account_id: &str, restricted: bool) -> anyhow::Result<bool> {
+        let result = self
+            .accounts
+            .update_one(
+                doc! {"_id": account_id},
+                doc! {"$set": {"restricted": restricted}},
+            )
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn bump_session_version(&self, account_id: &str) -> anyhow::Result<()> {
+        self.accounts
+            .update_one(
+                doc! {"_id": account_id},
+                doc! {"$inc": {"session_version": 1_i64}},
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn request_deletion(&self, account_id: &str, at: OffsetDateTime) -> anyhow::Result<()> {
+        // Each step is idempotent, so a retry after a partial failure completes the request.
+        self.accounts
+            .update_one(
+                doc! {"_id": account_id, "deletion_requested_at": null},
+                doc! {"$set": {"deletion_requested_at": to_bson(at)}},
+            )
+            .await?;
+        self.bump_session_version(account_id).await?;
+        self.keys
+            .update_many(
+                doc! {"account_id": account_id, "revoked_at": null},
+                doc! {"$set": {"revoked_at": to_bson(at)}},
+            )
+            .await?;
+        self.identities
+            .delete_many(doc! {"account_id": account_id})
+            .await?;
+        Ok(())
+    }
+
+    async fn identity(&self, provider: &str, subject: &str) -> anyhow::Result<Option<Identity>> {
+        Ok(self
+            .identities
+            .find_one(doc! {"_id": identity_id(provider, subject)})
+            .await?
+            .map(Into::into))
+    }
+
+    async fn link_identity(&self, identity: &Identity) -> anyhow::Result<()> {
+        self.identities
+            .update_one(
+                doc! {"_id": identity_id(&identity.provider, &identity.subject)},
+                doc! {
+                    "$set": {"email": &identity.email},
+                    "$setOnInsert": {
+                        "provider": &identity.provider, "subject": &identity.subject,
+                        "account_id": &identity.account_id,
+                        "created_at": to_bson(identity.created_at),
+                    },
+                },
+            )
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
+    async fn identities_for_account(&self, account_id: &str) -> anyhow::Result<Vec<Identity>> {
+        let docs: Vec<IdentityDoc> = self
+            .identities
+            .find(doc! {"account_id": account_id})
+            .sort(doc! {"created_at": 1, "_id": 1})
+            .await?
+            .try_collect()
+            .await?;
+        Ok(docs.into_iter().map(Into::into).collect())
     }
 
     async fn insert_key(&self, key: &ApiKeyRecord) -> anyhow::Result<()> {

@@ -1,0 +1,122 @@
+//! `/keys`: the signed-in user's API keys. The plaintext is in the creation response only.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use qnp_shared::GatewayError;
+use qnp_shared::accounts::ApiKeyRecord;
+use qnp_shared::usage::format_timestamp;
+use qnp_shared::web::{SignedIn, json_body};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::Auth;
+
+/// Enough for every environment and teammate; a runaway script cannot mint keys without bound.
+const MAX_ACTIVE_KEYS: usize = 50;
+
+fn key_json(key: &ApiKeyRecord) -> Value {
+    json!({
+        "id": key.key_id,
+        "name": key.name,
+        "prefix": key.prefix(),
+        "created_at": format_timestamp(key.created_at),
+        "last_used_at": key.last_used_at.map(format_timestamp),
+        "revoked_at": key.revoked_at.map(format_timestamp),
+    })
+}
+
+pub async fn list(State(auth): State<Arc<Auth>>, Extension(me): Extension<SignedIn>) -> Response {
+    match auth.web.records.keys_for_account(&me.account.id).await {
+        Ok(keys) => {
+            Json(json!({"data": keys.iter().map(key_json).collect::<Vec<_>>()})).into_response()
+        }
+        Err(e) => GatewayError::internal(e).into_response(),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    name: Option<String>,
+}
+
+async fn create_key(auth: &Auth, me: &SignedIn, body: &[u8]) -> Result<Response, GatewayError> {
+    let request: NewKey = if body.is_empty() {
+        NewKey::default()
+    } else {
+        json_body(body)?
+    };
+    let name = request
+        .name
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty());
+    if name.as_ref().is_some_and(|n| n.chars().count() > 100) {
+        return Err(GatewayError::field(
+            "name",
+            "'name' must be at most 100 characters",
+        ));
+    }
+    let records = &auth.web.records;
+    let existing = records
+        .keys_for_account(&me.account.id)
+        .await
+        .map_err(GatewayError::internal)?;
+    if existing.iter().filter(|k| k.revoked_at.is_none()).count() >= MAX_ACTIVE_KEYS {
+        return Err(GatewayError::Conflict(format!(
+            "an account can have {MAX_ACTIVE_KEYS} active keys; revoke one first"
+        )));
+    }
+    let account_id = me.account.id.clone();
+    let cost = auth.bcrypt_cost;
+    let key = tokio::task::spawn_blocking(move || {
+        qnp_shared::keys::generate(&account_id, name, cost, OffsetDateTime::now_utc())
+    })
+    .await
+    .map_err(GatewayError::internal)?
+    .map_err(GatewayError::internal)?;
+    records
+        .insert_key(&key.record)
+        .await
+        .map_err(GatewayError::internal)?;
+    let mut body = key_json(&key.record);
+    body["key"] = Value::String(key.plaintext);
+    body["notice"] = Value::String("Copy this key now: it is shown only once.".into());
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+pub async fn create(
+    State(auth): State<Arc<Auth>>,
+    Extension(me): Extension<SignedIn>,
+    body: Bytes,
+) -> Response {
+    create_key(&auth, &me, &body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Revokes one of the user's keys. Someone else's key id is indistinguishable from a missing one (404).
+pub async fn revoke(
+    State(auth): State<Arc<Auth>>,
+    Extension(me): Extension<SignedIn>,
+    Path(key_id): Path<String>,
+) -> Response {
+    let records = &auth.web.records;
+    let owned = match records.key(&key_id).await {
+        Ok(key) => key.filter(|k| k.account_id == me.account.id),
+        Err(e) => return GatewayError::internal(e).into_response(),
+    };
+    if owned.is_none() {
+        return GatewayError::NotFound(format!("no key {key_id}")).into_response();
+    }
+    match records.revoke_key(&key_id, OffsetDateTime::now_utc()).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => GatewayError::internal(e).into_response(),
+    }
+}

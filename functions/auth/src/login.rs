@@ -1,0 +1,238 @@
+//! `/auth/{google,apple}/login` and `/callback`, and `/auth/logout`.
+//!
+//! Login stores the attempt's state, nonce and PKCE verifier in a short-lived signed cookie and redirects
+//! to the provider; the callback checks the state against that cookie, exchanges the code with the
+//! verifier, validates the ID token (nonce included), and sets the session cookie.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use qnp_shared::GatewayError;
+use qnp_shared::sessions::{clear_session_cookie, cookie, session_cookie};
+use qnp_shared::web::SignedIn;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::oidc::{Attempt, same_secret};
+use crate::{Auth, SignInProvider};
+
+const STATE_COOKIE: &str = "__Host-qnp_oauth";
+const STATE_AUDIENCE: &str = "qnp-oauth";
+/// Time a user has to finish signing in at the provider.
+const STATE_TTL_SECS: i64 = 600;
+
+#[derive(Serialize, Deserialize)]
+struct StateClaims {
+    aud: String,
+    exp: i64,
+    provider: String,
+    state: String,
+    nonce: String,
+    verifier: String,
+}
+
+fn provider<'a>(auth: &'a Auth, name: &str) -> Result<&'a SignInProvider, GatewayError> {
+    let (slot, variables) = match name {
+        "google" => (&auth.google, "GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET"),
+        _ => (
+            &auth.apple,
+            "APPLE_CLIENT_ID, APPLE_TEAM_ID, APPLE_KEY_ID and APPLE_PRIVATE_KEY",
+        ),
+    };
+    slot.as_ref().ok_or(GatewayError::ProviderNotConfigured {
+        provider: if name == "google" {
+            "Google sign-in"
+        } else {
+            "Sign in with Apple"
+        },
+        variable: variables,
+    })
+}
+
+fn redirect(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// Apple posts its callback from appleid.apple.com (a cross-site POST), which only carries a cookie
+/// marked SameSite=None; Google's callback is a top-level GET, for which Lax suffices.
+fn state_cookie(value: &str, max_age: i64, cross_site_post: bool) -> HeaderValue {
+    let same_site = if cross_site_post { "None" } else { "Lax" };
+    HeaderValue::from_str(&format!(
+        "{STATE_COOKIE}={value}; Max-Age={max_age}; Path=/; Secure; HttpOnly; SameSite={same_site}"
+    ))
+    .expect("a JWT is a valid header value")
+}
+
+async fn login(auth: &Auth, name: &str) -> Result<Response, GatewayError> {
+    let provider = provider(auth, name)?;
+    let attempt = Attempt::new();
+    let redirect_uri = auth.redirect_uri(name);
+    let url = provider
+        .relying
+        .authorization_url(&attempt, &redirect_uri, provider.scope, provider.form_post)
+        .await?;
+    let token = auth.web.sessions.sign(&StateClaims {
+        aud: STATE_AUDIENCE.into(),
+        exp: OffsetDateTime::now_utc().unix_timestamp() + STATE_TTL_SECS,
+        provider: name.into(),
+        state: attempt.state,
+        nonce: attempt.nonce,
+        verifier: attempt.verifier,
+    });
+    let mut response = redirect(&url);
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        state_cookie(&token, STATE_TTL_SECS, provider.form_post),
+    );
+    Ok(response)
+}
+
+pub async fn google_login(State(auth): State<Arc<Auth>>) -> Response {
+    login(&auth, "google")
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn apple_login(State(auth): State<Arc<Auth>>) -> Response {
+    login(&auth, "apple")
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn callback(
+    auth: &Auth,
+    name: &str,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+) -> Result<Response, GatewayError> {
+    let provider = provider(auth, name)?;
+    if let Some(error) = params.get("error") {
+        let error: String = error
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(64)
+            .collect();
+        return Err(GatewayError::BadRequest(format!(
+            "sign-in did not complete: {error}"
+        )));
+    }
+    let saved: StateClaims = cookie(headers, STATE_COOKIE)
+        .and_then(|token| auth.web.sessions.verify(token, STATE_AUDIENCE))
+        .filter(|claims: &StateClaims| claims.provider == name)
+        .ok_or_else(|| {
+            GatewayError::BadRequest(
+                "sign-in expired or was started in another browser; start again".into(),
+            )
+        })?;
+    let state = params
+        .get("state")
+        .ok_or_else(|| GatewayError::field("state", "the callback has no 'state'"))?;
+    if !same_secret(state, &saved.state) {
+        return Err(GatewayError::BadRequest(
+            "sign-in state mismatch; start again".into(),
+        ));
+    }
+    let code = params
+        .get("code")
+        .ok_or_else(|| GatewayError::field("code", "the callback has no 'code'"))?;
+    let client_secret = provider.client_secret()?;
+    let id_token = provider
+        .relying
+        .exchange(
+            code,
+            &saved.verifier,
+            &auth.redirect_uri(name),
+            &client_secret,
+        )
+        .await?;
+    let claims = provider.relying.validate(&id_token, &saved.nonce).await?;
+    // Apple sends the user's name once, on the first authorization, as a JSON form field.
+    let first_name = params.get("user").and_then(|user| apple_user_name(user));
+    let account =
+        crate::signin::account_for(auth.web.records.as_ref(), name, &claims, first_name).await?;
+    let session = auth.web.sessions.issue(&account, OffsetDateTime::now_utc());
+    let mut response = redirect(&format!("{}/", auth.public_url));
+    let headers = response.headers_mut();
+    headers.append(header::SET_COOKIE, session_cookie(&session));
+    headers.append(header::SET_COOKIE, state_cookie("", 0, provider.form_post));
+    Ok(response)
+}
+
+fn apple_user_name(user: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct User {
+        name: Option<Name>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Name {
+        first_name: Option<String>,
+        last_name: Option<String>,
+    }
+    let name = serde_json::from_str::<User>(user).ok()?.name?;
+    let full = [name.first_name, name.last_name]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    (!full.trim().is_empty()).then(|| full.trim().chars().take(200).collect())
+}
+
+pub async fn google_callback(
+    State(auth): State<Arc<Auth>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    callback(&auth, "google", &headers, &params)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Apple's `response_mode=form_post` callback: the fields arrive as a form body.
+pub async fn apple_callback(
+    State(auth): State<Arc<Auth>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let params: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    callback(&auth, "apple", &headers, &params)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Ends every session of the account (server-side, by bumping its session version) and clears the cookie.
+pub async fn logout(State(auth): State<Arc<Auth>>, Extension(me): Extension<SignedIn>) -> Response {
+    if let Err(e) = auth.web.records.bump_session_version(&me.account.id).await {
+        return GatewayError::internal(e).into_response();
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, clear_session_cookie());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apple_user_names() {
+        assert_eq!(
+            apple_user_name(
+                r#"{"name":{"firstName":"Ada","lastName":"Lovelace"},"email":"x@privaterelay.appleid.com"}"#
+            ),
+            Some("Ada Lovelace".into())
+        );
+        assert_eq!(apple_user_name(r#"{"email":"x"}"#), None);
+        assert_eq!(apple_user_name("not json"), None);
+    }
+}

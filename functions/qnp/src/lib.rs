@@ -1,0 +1,3 @@
+//! What `qnp serve` runs, as a library so the integration tests serve exactly the same thing.
+
+pub mod app;

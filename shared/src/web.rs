@@ -1,0 +1,204 @@
+//! The dashboard API's front door, shared by every function that serves cookie-authenticated routes:
+//! deny by default (a route is public only if its function lists it), CSRF protection by origin for
+//! every state change, and the signed-in account loaded from the session cookie.
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use time::OffsetDateTime;
+
+use crate::accounts::Account;
+use crate::error::GatewayError;
+use crate::sessions::{SESSION_COOKIE, Sessions, clear_session_cookie, cookie, session_cookie};
+use crate::store::RecordStore;
+
+/// What the cookie-authenticated routes of one process share.
+pub struct WebAuth {
+    pub sessions: Sessions,
+    pub records: Arc<dyn RecordStore>,
+    /// `scheme://host[:port]` of `QNP_PUBLIC_URL`: the only origin allowed to change state.
+    pub public_origin: String,
+}
+
+/// The account a request is signed in as, for handlers (`Extension<SignedIn>`).
+#[derive(Clone, Debug)]
+pub struct SignedIn {
+    pub account: Account,
+}
+
+/// A route that needs no session: `(method, route template as registered)`.
+pub type PublicRoute = (Method, &'static str);
+
+#[derive(Clone)]
+pub struct Guard {
+    pub web: Arc<WebAuth>,
+    pub public: &'static [PublicRoute],
+}
+
+/// The origin part of a URL: `https://qnp.example.com/x` → `https://qnp.example.com`.
+pub fn origin_of(url: &str) -> String {
+    let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let end = url[after_scheme..]
+        .find('/')
+        .map(|i| after_scheme + i)
+        .unwrap_or(url.len());
+    url[..end].to_ascii_lowercase()
+}
+
+/// A state change must come from our own pages: the browser's `Origin` must be ours, or, where a
+/// browser sends no `Origin`, `Sec-Fetch-Site` must say same-origin. Anything else is refused.
+fn same_origin(headers: &HeaderMap, public_origin: &str) -> bool {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        return origin
+            .to_str()
+            .is_ok_and(|o| o.eq_ignore_ascii_case(public_origin));
+    }
+    headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site == "same-origin")
+}
+
+fn changes_state(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Middleware: `axum::middleware::from_fn_with_state(guard, qnp_shared::web::guard)`.
+pub async fn guard(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let public = guard
+        .public
+        .iter()
+        .any(|(method, path)| method == request.method() && *path == route);
+    if public {
+        return next.run(request).await;
+    }
+    if changes_state(request.method()) && !same_origin(request.headers(), &guard.web.public_origin)
+    {
+        return GatewayError::Forbidden(
+            "cross-origin request refused: state changes must come from the QNP dashboard".into(),
+        )
+        .into_response();
+    }
+    let now = OffsetDateTime::now_utc();
+    let signed_in = match signed_in(&guard.web, request.headers()).await {
+        Ok(signed_in) => signed_in,
+        Err(err) => {
+            let mut response = err.into_response();
+            if cookie(request.headers(), SESSION_COOKIE).is_some() {
+                response
+                    .headers_mut()
+                    .append(header::SET_COOKIE, clear_session_cookie());
+            }
+            return response;
+        }
+    };
+    let refresh = signed_in.1;
+    let account = signed_in.0;
+    request.extensions_mut().insert(SignedIn {
+        account: account.clone(),
+    });
+    let mut response = next.run(request).await;
+    // A session close to expiry is re-issued while the user is active, unless the handler just
+    // ended it (logout, deletion) and said so with its own Set-Cookie.
+    if refresh && !response.headers().contains_key(header::SET_COOKIE) {
+        let token = guard.web.sessions.issue(&account, now);
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, session_cookie(&token));
+    }
+    response
+}
+
+/// The account behind the session cookie, and whether the cookie should be refreshed.
+async fn signed_in(web: &WebAuth, headers: &HeaderMap) -> Result<(Account, bool), GatewayError> {
+    let token = cookie(headers, SESSION_COOKIE).ok_or(GatewayError::NotSignedIn)?;
+    let claims = web
+        .sessions
+        .verify_session(token)
+        .ok_or(GatewayError::NotSignedIn)?;
+    let account = web
+        .records
+        .account(&claims.sub)
+        .await
+        .map_err(GatewayError::internal)?
+        .filter(|a| a.is_active() && a.session_version == claims.sv)
+        .ok_or(GatewayError::NotSignedIn)?;
+    let refresh = claims.needs_refresh(OffsetDateTime::now_utc());
+    Ok((account, refresh))
+}
+
+async fn not_found(request: Request) -> Response {
+    GatewayError::NotFound(format!(
+        "no such route: {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+    .into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    GatewayError::MethodNotAllowed.into_response()
+}
+
+/// Applies the error-shaped fallbacks to a router (one function's, or `qnp serve`'s merge of all of
+/// them), so unknown routes and wrong methods answer like every other error.
+pub fn with_fallbacks(router: axum::Router) -> axum::Router {
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// Parses a JSON request body, with the same precise 400s the API gives everywhere.
+pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            GatewayError::BadRequest(format!("invalid request body: {e}"))
+        } else {
+            GatewayError::MalformedJson(e.to_string())
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn origins() {
+        assert_eq!(
+            origin_of("https://QNP.example.com/app?x"),
+            "https://qnp.example.com"
+        );
+        assert_eq!(origin_of("http://127.0.0.1:8787"), "http://127.0.0.1:8787");
+    }
+
+    #[test]
+    fn same_origin_needs_our_origin_or_same_origin_fetch_metadata() {
+        let ours = "https://qnp.example.com";
+        let mut headers = HeaderMap::new();
+        assert!(!same_origin(&headers, ours), "no evidence is refused");
+        headers.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(same_origin(&headers, ours));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert!(
+            !same_origin(&headers, ours),
+            "a foreign Origin wins over fetch metadata"
+        );
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://qnp.example.com"),
+        );
+        assert!(same_origin(&headers, ours));
+    }
+}
