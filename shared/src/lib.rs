@@ -8,6 +8,7 @@ pub mod keys;
 pub mod limits;
 pub mod plans;
 pub mod providers;
+pub mod retention;
 pub mod secrets;
 pub mod sessions;
 pub mod store;

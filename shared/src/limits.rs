@@ -51,6 +51,11 @@ pub fn request_counter_key(key_id: &str, now: OffsetDateTime) -> (String, i64) {
     (format!("rpm#{key_id}#{window_start}"), window_start)
 }
 
+/// Prefixes of every counter kept for a key, for erasing them with its account.
+pub fn counter_prefixes_for_key(key_id: &str) -> Vec<String> {
+    vec![format!("rpm#{key_id}#")]
+}
+
 impl RateLimiter {
     pub fn new(counters: Arc<dyn CounterStore>) -> RateLimiter {
         RateLimiter { counters }

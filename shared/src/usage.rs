@@ -136,9 +136,18 @@ pub struct CsvWriter<W: Write> {
 
 impl<W: Write> CsvWriter<W> {
     pub fn new(out: W) -> csv::Result<Self> {
-        let mut inner = csv::Writer::from_writer(out);
-        inner.write_record(CSV_HEADER)?;
-        Ok(CsvWriter { inner })
+        let mut writer = CsvWriter::rows_only(out);
+        writer.inner.write_record(CSV_HEADER)?;
+        Ok(writer)
+    }
+
+    /// A writer for rows that continue an export whose header was already written.
+    pub fn rows_only(out: W) -> Self {
+        CsvWriter {
+            inner: csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(out),
+        }
     }
 
     pub fn write(&mut self, row: &UsageRecord) -> csv::Result<()> {
@@ -170,6 +179,22 @@ impl<W: Write> CsvWriter<W> {
     pub fn into_inner(self) -> Result<W, std::io::Error> {
         self.inner.into_inner().map_err(|e| e.into_error())
     }
+}
+
+/// The CSV header line, as the first chunk of a streamed export.
+pub fn csv_header() -> Vec<u8> {
+    CsvWriter::new(Vec::new())
+        .and_then(|w| w.into_inner().map_err(Into::into))
+        .expect("writing to memory cannot fail")
+}
+
+/// A batch of rows as CSV bytes, for a streamed export.
+pub fn csv_rows(rows: &[UsageRecord]) -> Vec<u8> {
+    let mut writer = CsvWriter::rows_only(Vec::with_capacity(rows.len() * 160));
+    for row in rows {
+        writer.write(row).expect("writing to memory cannot fail");
+    }
+    writer.into_inner().expect("writing to memory cannot fail")
 }
 
 /// Costs are exported with enough precision for a single cheap call (fractions of a micro-dollar).

@@ -372,6 +372,35 @@ impl qnp_shared::store::RecordStore for CountingKeyReads {
     async fn insert_usage(&self, rows: &[UsageRecord]) -> anyhow::Result<()> {
         self.inner.insert_usage(rows).await
     }
+    async fn usage_totals(
+        &self,
+        id: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> anyhow::Result<Vec<qnp_shared::store::UsageTotals>> {
+        self.inner.usage_totals(id, from, to).await
+    }
+    async fn delete_usage_before(&self, cutoff: OffsetDateTime, limit: u64) -> anyhow::Result<u64> {
+        self.inner.delete_usage_before(cutoff, limit).await
+    }
+    async fn count_usage_before(&self, cutoff: OffsetDateTime) -> anyhow::Result<u64> {
+        self.inner.count_usage_before(cutoff).await
+    }
+    async fn accounts_pending_erasure(
+        &self,
+        limit: u64,
+    ) -> anyhow::Result<Vec<qnp_shared::accounts::Account>> {
+        self.inner.accounts_pending_erasure(limit).await
+    }
+    async fn erase_usage_of(&self, id: &str, limit: u64) -> anyhow::Result<u64> {
+        self.inner.erase_usage_of(id, limit).await
+    }
+    async fn erase_account(&self, id: &str) -> anyhow::Result<qnp_shared::store::Erased> {
+        self.inner.erase_account(id).await
+    }
+    async fn count_account_data(&self, id: &str) -> anyhow::Result<qnp_shared::store::Erased> {
+        self.inner.count_account_data(id).await
+    }
     fn usage_for_account(
         &self,
         id: &str,

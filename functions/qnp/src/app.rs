@@ -48,7 +48,7 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.write_all(contents.as_bytes())
 }
 
-/// Everything `qnp serve` mounts: the proxy and the auth function, with shared fallbacks.
+/// Everything `qnp serve` mounts: the proxy, auth and export functions, with shared fallbacks.
 pub fn build(
     config: &Config,
     stores: &Stores,
@@ -65,6 +65,11 @@ pub fn build(
         public_origin: origin_of(public_url),
     });
     let http = qnp_shared::providers::http_client();
-    let auth = Arc::new(qnp_auth::Auth::new(config, web, public_url, http));
-    qnp_shared::web::with_fallbacks(qnp_proxy::router(proxy).merge(qnp_auth::router(auth)))
+    let auth = Arc::new(qnp_auth::Auth::new(config, web.clone(), public_url, http));
+    let export = Arc::new(qnp_export::Export { web });
+    qnp_shared::web::with_fallbacks(
+        qnp_proxy::router(proxy)
+            .merge(qnp_auth::router(auth))
+            .merge(qnp_export::router(export)),
+    )
 }

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod context;
 mod keys;
+mod retention;
 mod serve;
 mod usage;
 
@@ -40,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         command: usage::UsageCommand,
     },
+    /// Run the retention cleaner.
+    Retention {
+        #[command(subcommand)]
+        command: retention::RetentionCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +59,7 @@ fn main() -> ExitCode {
             Command::Serve { listen } => serve::run(listen).await,
             Command::Keys { command } => keys::run(command).await,
             Command::Usage { command } => usage::run(command).await,
+            Command::Retention { command } => retention::run(command).await,
         }
     });
     match result {

@@ -8,6 +8,7 @@ use qnp_tests::{MockOpenAi, UPSTREAM_KEY};
 use serde_json::json;
 
 const QNP: &str = env!("CARGO_BIN_EXE_qnp");
+const SESSION_SECRET: &str = "cli-test-session-secret-0123456789";
 
 fn qnp(data_dir: &std::path::Path, upstream: &str, args: &[&str]) -> std::process::Output {
     Command::new(QNP)
@@ -50,6 +51,7 @@ fn serve(data_dir: &std::path::Path, upstream: Option<&str>) -> Server {
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env_clear()
         .env("QNP_DATA_DIR", data_dir)
+        .env("QNP_SESSION_SECRET", SESSION_SECRET)
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped());
     if let Some(upstream) = upstream {

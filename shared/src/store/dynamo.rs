@@ -89,6 +89,67 @@ impl CounterStore for DynamoCounters {
         }
     }
 
+    async fn erase_prefixes(&self, prefixes: &[String], dry_run: bool) -> anyhow::Result<u64> {
+        if prefixes.is_empty() {
+            return Ok(0);
+        }
+        // Counters live minutes (TTL), so the table stays small and a filtered scan is cheap.
+        let filter = (0..prefixes.len())
+            .map(|i| format!("begins_with(#pk, :p{i})"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let mut erased = 0;
+        let mut start: Option<std::collections::HashMap<String, AttributeValue>> = None;
+        loop {
+            let mut scan = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression(&filter)
+                .projection_expression("#pk")
+                .expression_attribute_names("#pk", KEY_ATTRIBUTE)
+                .set_exclusive_start_key(start.take());
+            for (i, prefix) in prefixes.iter().enumerate() {
+                scan = scan.expression_attribute_values(
+                    format!(":p{i}"),
+                    AttributeValue::S(prefix.clone()),
+                );
+            }
+            let page = scan.send().await.map_err(|e| {
+                anyhow::anyhow!(
+                    "DynamoDB Scan on {}: {}",
+                    self.table,
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
+                )
+            })?;
+            for item in page.items() {
+                let Some(key) = item.get(KEY_ATTRIBUTE).cloned() else {
+                    continue;
+                };
+                if !dry_run {
+                    self.client
+                        .delete_item()
+                        .table_name(&self.table)
+                        .key(KEY_ATTRIBUTE, key)
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            anyhow::anyhow!(
+                                "DynamoDB DeleteItem on {}: {}",
+                                self.table,
+                                aws_sdk_dynamodb::error::DisplayErrorContext(e)
+                            )
+                        })?;
+                }
+                erased += 1;
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(erased),
+            }
+        }
+    }
+
     async fn get(&self, key: &str) -> anyhow::Result<u64> {
         let output = self
             .client

@@ -19,7 +19,7 @@ use futures_util::stream::BoxStream;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
-use super::{CounterOutcome, CounterStore, RecordStore};
+use super::{CounterOutcome, CounterStore, Erased, RecordStore, UsageTotals};
 use crate::accounts::{
     Account, ApiKeyRecord, Identity, ProfileChange, ProfileUpdate, normalize_email,
 };
@@ -563,6 +563,103 @@ impl RecordStore for EmbeddedStore {
         Ok(())
     }
 
+    async fn usage_totals(
+        &self,
+        account_id: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> anyhow::Result<Vec<UsageTotals>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT strftime('%Y-%m-%d', timestamp / 1000, 'unixepoch') AS day, model,
+                        COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_usd)
+                 FROM usage WHERE account_id = ?1 AND timestamp >= ?2 AND timestamp < ?3
+                 GROUP BY day, model ORDER BY day, model",
+            )?;
+            stmt.query_map(params![account_id, millis(from), millis(to)], |row| {
+                Ok(UsageTotals {
+                    day: row.get(0)?,
+                    model: row.get(1)?,
+                    requests: row.get(2)?,
+                    prompt_tokens: row.get(3)?,
+                    completion_tokens: row.get(4)?,
+                    cost_usd: row.get(5)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    async fn delete_usage_before(&self, cutoff: OffsetDateTime, limit: u64) -> anyhow::Result<u64> {
+        let deleted = self.with(|conn| {
+            conn.execute(
+                "DELETE FROM usage WHERE rowid IN
+                 (SELECT rowid FROM usage WHERE timestamp < ?1 LIMIT ?2)",
+                params![millis(cutoff), limit],
+            )
+        })?;
+        Ok(deleted as u64)
+    }
+
+    async fn count_usage_before(&self, cutoff: OffsetDateTime) -> anyhow::Result<u64> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT COUNT(*) FROM usage WHERE timestamp < ?1",
+                [millis(cutoff)],
+                |row| row.get(0),
+            )
+        })
+    }
+
+    async fn accounts_pending_erasure(&self, limit: u64) -> anyhow::Result<Vec<Account>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE deletion_requested_at IS NOT NULL
+                 ORDER BY deletion_requested_at, id LIMIT ?1"
+            ))?;
+            stmt.query_map([limit], account_from_row)?.collect()
+        })
+    }
+
+    async fn erase_usage_of(&self, account_id: &str, limit: u64) -> anyhow::Result<u64> {
+        let deleted = self.with(|conn| {
+            conn.execute(
+                "DELETE FROM usage WHERE rowid IN
+                 (SELECT rowid FROM usage WHERE account_id = ?1 LIMIT ?2)",
+                params![account_id, limit],
+            )
+        })?;
+        Ok(deleted as u64)
+    }
+
+    async fn erase_account(&self, account_id: &str) -> anyhow::Result<Erased> {
+        let mut conn = self.conn.lock().expect("embedded store lock");
+        let tx = conn.transaction()?;
+        let erased = Erased {
+            usage_rows: tx.execute("DELETE FROM usage WHERE account_id = ?1", [account_id])? as u64,
+            keys: tx.execute("DELETE FROM api_keys WHERE account_id = ?1", [account_id])? as u64,
+            identities: tx.execute("DELETE FROM identities WHERE account_id = ?1", [account_id])?
+                as u64,
+            accounts: tx.execute("DELETE FROM accounts WHERE id = ?1", [account_id])? as u64,
+        };
+        tx.commit()?;
+        Ok(erased)
+    }
+
+    async fn count_account_data(&self, account_id: &str) -> anyhow::Result<Erased> {
+        self.with(|conn| {
+            let count = |sql: &str| -> rusqlite::Result<u64> {
+                conn.query_row(sql, [account_id], |row| row.get(0))
+            };
+            Ok(Erased {
+                usage_rows: count("SELECT COUNT(*) FROM usage WHERE account_id = ?1")?,
+                keys: count("SELECT COUNT(*) FROM api_keys WHERE account_id = ?1")?,
+                identities: count("SELECT COUNT(*) FROM identities WHERE account_id = ?1")?,
+                accounts: count("SELECT COUNT(*) FROM accounts WHERE id = ?1")?,
+            })
+        })
+    }
+
     fn usage_for_account(
         &self,
         account_id: &str,
@@ -634,6 +731,27 @@ impl CounterStore for EmbeddedStore {
             },
             None => CounterOutcome::Refused,
         })
+    }
+
+    async fn erase_prefixes(&self, prefixes: &[String], dry_run: bool) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for prefix in prefixes {
+            // Prefixes are our own `rpm#<key id>#` strings: no LIKE wildcards to escape.
+            let pattern = format!("{prefix}%");
+            total += self.with_counters(|conn| {
+                if dry_run {
+                    conn.query_row(
+                        "SELECT COUNT(*) FROM counters WHERE key LIKE ?1",
+                        [&pattern],
+                        |row| row.get::<_, u64>(0),
+                    )
+                } else {
+                    conn.execute("DELETE FROM counters WHERE key LIKE ?1", [&pattern])
+                        .map(|n| n as u64)
+                }
+            })?;
+        }
+        Ok(total)
     }
 
     async fn get(&self, key: &str) -> anyhow::Result<u64> {

@@ -54,6 +54,25 @@ pub trait RecordStore: Send + Sync {
 
     /// Writes usage rows; rows whose request id is already stored are skipped, so a retried write is safe.
     async fn insert_usage(&self, rows: &[UsageRecord]) -> anyhow::Result<()>;
+    /// Per-day, per-model totals of the account's usage in `[from, to)`, computed by the database.
+    async fn usage_totals(
+        &self,
+        account_id: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> anyhow::Result<Vec<UsageTotals>>;
+    /// Deletes at most `limit` usage rows (of any account) with `timestamp < cutoff`; returns how many.
+    async fn delete_usage_before(&self, cutoff: OffsetDateTime, limit: u64) -> anyhow::Result<u64>;
+    async fn count_usage_before(&self, cutoff: OffsetDateTime) -> anyhow::Result<u64>;
+    /// Accounts whose owners asked for deletion, oldest request first, at most `limit`.
+    async fn accounts_pending_erasure(&self, limit: u64) -> anyhow::Result<Vec<Account>>;
+    /// Deletes at most `limit` of the account's usage rows; returns how many.
+    async fn erase_usage_of(&self, account_id: &str, limit: u64) -> anyhow::Result<u64>;
+    /// Deletes the account's keys, identities and the account itself (after its usage is gone).
+    async fn erase_account(&self, account_id: &str) -> anyhow::Result<Erased>;
+    /// Counts what erasing the account would remove, without removing anything.
+    async fn count_account_data(&self, account_id: &str) -> anyhow::Result<Erased>;
+
     /// The account's usage rows with `from <= timestamp < to`, oldest first, streamed from a cursor.
     fn usage_for_account(
         &self,
@@ -61,6 +80,27 @@ pub trait RecordStore: Send + Sync {
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> BoxStream<'static, anyhow::Result<UsageRecord>>;
+}
+
+/// One row of the dashboard's usage summary: an account's totals for one UTC day and one model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UsageTotals {
+    /// `YYYY-MM-DD` (UTC).
+    pub day: String,
+    pub model: String,
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: f64,
+}
+
+/// What erasing one account removed from the record store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Erased {
+    pub usage_rows: u64,
+    pub keys: u64,
+    pub identities: u64,
+    pub accounts: u64,
 }
 
 /// Result of an atomic bounded increment.
@@ -85,6 +125,9 @@ pub trait CounterStore: Send + Sync {
     ) -> anyhow::Result<CounterOutcome>;
     /// The counter's value, 0 when absent.
     async fn get(&self, key: &str) -> anyhow::Result<u64>;
+    /// Deletes every counter whose key starts with one of `prefixes` (an erased account's key ids);
+    /// returns how many. With `dry_run`, only counts them.
+    async fn erase_prefixes(&self, prefixes: &[String], dry_run: bool) -> anyhow::Result<u64>;
 }
 
 /// The stores the functions run on, chosen by configuration.

@@ -16,7 +16,7 @@ use mongodb::{Client, Collection, IndexModel};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::RecordStore;
+use super::{Erased, RecordStore, UsageTotals};
 use crate::accounts::{
     Account, ApiKeyRecord, Identity, ProfileChange, ProfileUpdate, normalize_email,
 };
@@ -294,6 +294,36 @@ impl MongoStore {
     }
 }
 
+impl MongoStore {
+    /// Deletes at most `limit` usage documents matching `filter`, so one call stays bounded in time.
+    async fn delete_usage_batch(
+        &self,
+        filter: mongodb::bson::Document,
+        limit: u64,
+    ) -> anyhow::Result<u64> {
+        let ids: Vec<mongodb::bson::Bson> = self
+            .usage
+            .clone_with_type::<mongodb::bson::Document>()
+            .find(filter)
+            .projection(doc! {"_id": 1})
+            .limit(limit as i64)
+            .await?
+            .try_collect::<Vec<_>>()
+            .await?
+            .into_iter()
+            .filter_map(|d| d.get("_id").cloned())
+            .collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        Ok(self
+            .usage
+            .delete_many(doc! {"_id": {"$in": ids}})
+            .await?
+            .deleted_count)
+    }
+}
+
 #[async_trait]
 impl RecordStore for MongoStore {
     async fn account_for_email(&self, email: &str, plan: &str) -> anyhow::Result<Account> {
@@ -513,6 +543,131 @@ impl RecordStore for MongoStore {
             Err(e) if is_duplicate_key(&e) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn usage_totals(
+        &self,
+        account_id: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> anyhow::Result<Vec<UsageTotals>> {
+        #[derive(Deserialize)]
+        struct Group {
+            #[serde(rename = "_id")]
+            id: GroupId,
+            requests: i64,
+            prompt_tokens: i64,
+            completion_tokens: i64,
+            cost_usd: f64,
+        }
+        #[derive(Deserialize)]
+        struct GroupId {
+            day: DateTime,
+            model: String,
+        }
+        let pipeline = vec![
+            doc! {"$match": {"account_id": account_id, "timestamp": {"$gte": to_bson(from), "$lt": to_bson(to)}}},
+            doc! {"$group": {
+                "_id": {"day": {"$dateTrunc": {"date": "$timestamp", "unit": "day"}}, "model": "$model"},
+                "requests": {"$sum": 1_i64},
+                "prompt_tokens": {"$sum": "$prompt_tokens"},
+                "completion_tokens": {"$sum": "$completion_tokens"},
+                "cost_usd": {"$sum": "$cost_usd"},
+            }},
+            doc! {"$sort": {"_id.day": 1, "_id.model": 1}},
+        ];
+        let mut cursor = self.usage.aggregate(pipeline).await?;
+        let mut totals = Vec::new();
+        while let Some(doc) = cursor.try_next().await? {
+            let group: Group = mongodb::bson::from_document(doc)?;
+            let day = from_bson(group.id.day).date();
+            totals.push(UsageTotals {
+                day: format!(
+                    "{:04}-{:02}-{:02}",
+                    day.year(),
+                    u8::from(day.month()),
+                    day.day()
+                ),
+                model: group.id.model,
+                requests: group.requests.max(0) as u64,
+                prompt_tokens: group.prompt_tokens.max(0) as u64,
+                completion_tokens: group.completion_tokens.max(0) as u64,
+                cost_usd: group.cost_usd,
+            });
+        }
+        // Sorting by the grouped date then model is what the pipeline asked for; sort again in case a
+        // server orders compound `_id`s differently.
+        totals.sort_by(|a, b| {
+            (a.day.as_str(), a.model.as_str()).cmp(&(b.day.as_str(), b.model.as_str()))
+        });
+        Ok(totals)
+    }
+
+    async fn delete_usage_before(&self, cutoff: OffsetDateTime, limit: u64) -> anyhow::Result<u64> {
+        self.delete_usage_batch(doc! {"timestamp": {"$lt": to_bson(cutoff)}}, limit)
+            .await
+    }
+
+    async fn count_usage_before(&self, cutoff: OffsetDateTime) -> anyhow::Result<u64> {
+        Ok(self
+            .usage
+            .count_documents(doc! {"timestamp": {"$lt": to_bson(cutoff)}})
+            .await?)
+    }
+
+    async fn accounts_pending_erasure(&self, limit: u64) -> anyhow::Result<Vec<Account>> {
+        let docs: Vec<AccountDoc> = self
+            .accounts
+            .find(doc! {"deletion_requested_at": {"$ne": null}})
+            .sort(doc! {"deletion_requested_at": 1, "_id": 1})
+            .limit(limit as i64)
+            .await?
+            .try_collect()
+            .await?;
+        Ok(docs.into_iter().map(Into::into).collect())
+    }
+
+    async fn erase_usage_of(&self, account_id: &str, limit: u64) -> anyhow::Result<u64> {
+        self.delete_usage_batch(doc! {"account_id": account_id}, limit)
+            .await
+    }
+
+    async fn erase_account(&self, account_id: &str) -> anyhow::Result<Erased> {
+        Ok(Erased {
+            usage_rows: self
+                .usage
+                .delete_many(doc! {"account_id": account_id})
+                .await?
+                .deleted_count,
+            keys: self
+                .keys
+                .delete_many(doc! {"account_id": account_id})
+                .await?
+                .deleted_count,
+            identities: self
+                .identities
+                .delete_many(doc! {"account_id": account_id})
+                .await?
+                .deleted_count,
+            accounts: self
+                .accounts
+                .delete_one(doc! {"_id": account_id})
+                .await?
+                .deleted_count,
+        })
+    }
+
+    async fn count_account_data(&self, account_id: &str) -> anyhow::Result<Erased> {
+        let by_account = doc! {"account_id": account_id};
+        Ok(Erased {
+            usage_rows: self.usage.count_documents(by_account.clone()).await?,
+            keys: self.keys.count_documents(by_account.clone()).await?,
+            identities: self.identities.count_documents(by_account).await?,
+            accounts: self
+                .accounts
+                .count_documents(doc! {"_id": account_id})
+                .await?,
+        })
     }
 
     fn usage_for_account(

@@ -1,0 +1,41 @@
+//! The `export` Lambda function. `QNP_RESPONSE_STREAMING=true` (function URL, RESPONSE_STREAM) streams
+//! exports of any size in flat memory; behind the HTTP API the runtime buffers the response (6 MB).
+
+use std::sync::Arc;
+
+use qnp_export::{Export, router};
+use qnp_shared::config::{Config, ConfigError};
+use qnp_shared::sessions::Sessions;
+use qnp_shared::store::Stores;
+use qnp_shared::web::{WebAuth, origin_of};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .without_time()
+        .init();
+    let config = Config::load().await?;
+    config.require_cloud_stores()?;
+    let secret = config.session_secret.clone().ok_or(ConfigError::Missing {
+        variable: "QNP_SESSION_SECRET".into(),
+        reason: "it verifies session cookies".into(),
+    })?;
+    let public_url = config.public_url.clone().ok_or(ConfigError::Missing {
+        variable: "QNP_PUBLIC_URL".into(),
+        reason: "the CSRF origin check needs it".into(),
+    })?;
+    let stores = Stores::from_config(&config).await?;
+    let web = Arc::new(WebAuth {
+        sessions: Sessions::new(secret.as_bytes()),
+        records: stores.records.clone(),
+        public_origin: origin_of(&public_url),
+    });
+    let app = qnp_shared::web::with_fallbacks(router(Arc::new(Export { web })));
+    if std::env::var("QNP_RESPONSE_STREAMING").is_ok_and(|v| v == "true") {
+        lambda_http::run_with_streaming_response(app).await
+    } else {
+        lambda_http::run(app).await
+    }
+}

@@ -1,0 +1,144 @@
+//! `GET /usage` (JSON totals for the dashboard) and `GET /usage/export.csv` (every row, streamed).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use qnp_shared::GatewayError;
+use qnp_shared::usage::{csv_header, csv_rows, format_timestamp, parse_range};
+use qnp_shared::web::SignedIn;
+use serde::Deserialize;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::Export;
+
+/// Rows per chunk written to the response: large enough to amortise the write, small enough that
+/// memory stays flat.
+const ROWS_PER_CHUNK: usize = 500;
+
+#[derive(Deserialize)]
+pub struct Range {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+fn range(query: &Range) -> Result<(OffsetDateTime, OffsetDateTime), GatewayError> {
+    parse_range(
+        query.from.as_deref(),
+        query.to.as_deref(),
+        OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| GatewayError::field(e.field, e.to_string()))
+}
+
+async fn totals(export: &Export, me: &SignedIn, query: &Range) -> Result<Response, GatewayError> {
+    let (from, to) = range(query)?;
+    let rows = export
+        .web
+        .records
+        .usage_totals(&me.account.id, from, to)
+        .await
+        .map_err(GatewayError::internal)?;
+    // Per-day and per-model views are sums over the (day, model) groups the database returned.
+    let mut by_day: BTreeMap<&str, (u64, u64, f64)> = BTreeMap::new();
+    let mut by_model: BTreeMap<&str, (u64, u64, f64)> = BTreeMap::new();
+    for row in &rows {
+        for (map, key) in [
+            (&mut by_day, row.day.as_str()),
+            (&mut by_model, row.model.as_str()),
+        ] {
+            let entry = map.entry(key).or_default();
+            entry.0 += row.requests;
+            entry.1 += row.prompt_tokens + row.completion_tokens;
+            entry.2 += row.cost_usd;
+        }
+    }
+    let view = |map: &BTreeMap<&str, (u64, u64, f64)>, name: &str| {
+        map.iter()
+            .map(|(key, (requests, tokens, cost))| json!({name: key, "requests": requests, "tokens": tokens, "cost_usd": cost}))
+            .collect::<Vec<_>>()
+    };
+    Ok(Json(json!({
+        "from": format_timestamp(from),
+        "to": format_timestamp(to),
+        "totals": rows,
+        "by_day": view(&by_day, "day"),
+        "by_model": view(&by_model, "model"),
+        "requests": rows.iter().map(|r| r.requests).sum::<u64>(),
+        "cost_usd": rows.iter().map(|r| r.cost_usd).sum::<f64>(),
+    }))
+    .into_response())
+}
+
+pub async fn summary(
+    State(export): State<Arc<Export>>,
+    Extension(me): Extension<SignedIn>,
+    Query(query): Query<Range>,
+) -> Response {
+    totals(&export, &me, &query)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+fn day(ts: OffsetDateTime) -> String {
+    format_timestamp(ts)[..10].to_owned()
+}
+
+pub async fn csv(
+    State(export): State<Arc<Export>>,
+    Extension(me): Extension<SignedIn>,
+    Query(query): Query<Range>,
+) -> Response {
+    let (from, to) = match range(&query) {
+        Ok(range) => range,
+        Err(err) => return err.into_response(),
+    };
+    let mut rows = export
+        .web
+        .records
+        .usage_for_account(&me.account.id, from, to)
+        .chunks(ROWS_PER_CHUNK);
+    let body = async_stream::stream! {
+        yield Ok::<Bytes, std::io::Error>(Bytes::from(csv_header()));
+        while let Some(chunk) = rows.next().await {
+            let mut batch = Vec::with_capacity(chunk.len());
+            for row in chunk {
+                match row {
+                    Ok(row) => batch.push(row),
+                    Err(e) => {
+                        // Headers are gone already: abort the body so the download is visibly broken
+                        // rather than silently short.
+                        tracing::error!(error = %e, "usage export failed mid-stream");
+                        yield Err(std::io::Error::other("usage export failed"));
+                        return;
+                    }
+                }
+            }
+            yield Ok(Bytes::from(csv_rows(&batch)));
+        }
+    };
+    let mut response = Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    let filename = format!(
+        "attachment; filename=\"qnp-usage-{}-{}.csv\"",
+        day(from),
+        day(to)
+    );
+    if let Ok(value) = HeaderValue::from_str(&filename) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

@@ -1,0 +1,39 @@
+//! The `retention` Lambda function, run daily by an EventBridge schedule. Stores are connected once per
+//! cold start; a pass stops starting batches before the function's timeout, and the next scheduled run
+//! finishes whatever is left.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use qnp_shared::config::Config;
+use qnp_shared::retention::Cleaner;
+use qnp_shared::store::Stores;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .without_time()
+        .init();
+    let config = Config::load().await?;
+    config.require_cloud_stores()?;
+    let stores = Stores::from_config(&config).await?;
+    let cleaner = Arc::new(Cleaner {
+        records: stores.records.clone(),
+        counters: stores.counters.clone(),
+        // The function's timeout is 15 minutes; leave room for the batch in flight.
+        budget: Duration::from_secs(12 * 60),
+    });
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<EventBridgeEvent>| {
+        let cleaner = cleaner.clone();
+        async move {
+            qnp_retention::handle(&cleaner, event.payload)
+                .await
+                .map_err(Error::from)
+        }
+    }))
+    .await
+}
