@@ -10,6 +10,7 @@
 //! behind a batch of usage inserts, and WAL checkpoints (the only step that fsyncs) run on a background
 //! thread instead of inside whichever request's commit happened to cross the threshold.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -169,8 +170,14 @@ fn from_millis(ms: i64) -> OffsetDateTime {
 impl EmbeddedStore {
     /// Opens (creating if needed) `qnp.sqlite3` in `data_dir`.
     pub fn open(data_dir: &Path) -> anyhow::Result<EmbeddedStore> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+        if !data_dir.exists() {
+            // Key hashes and usage metadata live here: only the owner may read them.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(data_dir)
+                .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+        }
         let path = data_dir.join("qnp.sqlite3");
         let conn = open_connection(&path)
             .with_context(|| format!("opening the embedded store {}", path.display()))?;
