@@ -62,6 +62,9 @@ pub enum GatewayError {
     NotImplemented(String),
     #[error("the upstream provider failed to answer")]
     UpstreamFailed,
+    /// Anthropic's 529 and its `overloaded_error` event: retriable, and not the gateway's fault.
+    #[error("the upstream provider is overloaded; retry shortly")]
+    UpstreamOverloaded,
     #[error("the upstream provider did not answer in time")]
     UpstreamTimeout,
     #[error("method not allowed")]
@@ -117,6 +120,7 @@ impl GatewayError {
             UpstreamRejected { status, .. } => *status,
             NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             UpstreamFailed => StatusCode::BAD_GATEWAY,
+            UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             NotFound(_) => StatusCode::NOT_FOUND,
@@ -141,6 +145,7 @@ impl GatewayError {
             UpstreamRejected { kind, .. } => kind,
             NotImplemented(_) => "not_implemented",
             UpstreamFailed => "upstream_error",
+            UpstreamOverloaded => "upstream_overloaded",
             UpstreamTimeout => "upstream_timeout",
             MethodNotAllowed => "method_not_allowed",
             NotFound(_) => "not_found",

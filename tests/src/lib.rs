@@ -10,6 +10,7 @@ use qnp_shared::usage::UsageRecord;
 use time::OffsetDateTime;
 
 pub mod identity;
+pub mod mock_anthropic;
 pub mod mock_openai;
 
 pub use mock_openai::MockOpenAi;
@@ -24,7 +25,10 @@ pub const TEST_MODELS: &str = r#"{"version":"test-1","models":[
  {"id":"openai/mock-500","provider":"openai","upstream_model":"mock-500","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-slow","provider":"openai","upstream_model":"mock-slow","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-drop","provider":"openai","upstream_model":"mock-drop","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
- {"id":"openai/mock-endless","provider":"openai","upstream_model":"mock-endless","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0}
+ {"id":"openai/mock-endless","provider":"openai","upstream_model":"mock-endless","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
+ {"id":"anthropic/claude-mock-400","provider":"anthropic","upstream_model":"claude-mock-400","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
+ {"id":"anthropic/claude-mock-529","provider":"anthropic","upstream_model":"claude-mock-529","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
+ {"id":"anthropic/claude-mock-midstream","provider":"anthropic","upstream_model":"claude-mock-midstream","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0}
 ]}"#;
 
 /// A plan small enough to exhaust in a test.

@@ -17,6 +17,7 @@ use crate::config::{Config, UpstreamConfig};
 use crate::error::GatewayError;
 use crate::usage::TokenUsage;
 
+pub mod anthropic;
 pub mod openai;
 pub mod sse;
 
@@ -148,7 +149,7 @@ impl Providers {
         };
         let openai = match &config.openai.api_key {
             Some(key) => Ok(Arc::new(openai::OpenAi::new(
-                http,
+                http.clone(),
                 &config.openai.base_url,
                 key,
                 timeouts,
@@ -163,9 +164,18 @@ impl Providers {
                 )),
             })
         };
+        let anthropic = match &config.anthropic.api_key {
+            Some(key) => Ok(Arc::new(anthropic::Anthropic::new(
+                http.clone(),
+                &config.anthropic.base_url,
+                key,
+                timeouts,
+            )) as Arc<dyn Provider>),
+            None => Err(not_configured("anthropic", &config.anthropic)),
+        };
         Providers {
             openai,
-            anthropic: unsupported("anthropic", &config.anthropic),
+            anthropic,
             google: unsupported("google", &config.gemini),
         }
     }
@@ -236,6 +246,7 @@ pub fn upstream_error(provider: &str, status: u16, body: &[u8]) -> GatewayError 
                 }),
             }
         }
+        529 => GatewayError::UpstreamOverloaded,
         _ => {
             tracing::warn!(
                 provider,
