@@ -58,6 +58,10 @@ pub struct Model {
     pub cached_input_per_mtok: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_write_per_mtok: Option<f64>,
+    /// Operator-configured fallback route: models tried in order when this one's upstream fails
+    /// before answering (connection error, 429, 5xx, overloaded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<String>,
 }
 
 impl Model {

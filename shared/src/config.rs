@@ -160,6 +160,10 @@ pub struct Config {
     pub key_cache_ttl: Duration,
     /// bcrypt work factor for new API keys.
     pub bcrypt_cost: u32,
+    /// Total time retries and fallbacks may add before the first byte reaches the client.
+    pub retry_budget: Duration,
+    /// How long a stream whose client went away is still read, to record the provider's usage.
+    pub disconnect_drain: Duration,
     /// `None` when its variables are unset: that provider's login answers 503.
     pub google: Option<GoogleConfig>,
     pub apple: Option<AppleConfig>,
@@ -257,6 +261,10 @@ impl Config {
             ),
             key_cache_ttl: Duration::from_secs(key_cache_secs),
             bcrypt_cost: bcrypt_cost(env)?,
+            retry_budget: Duration::from_secs_f64(env.parse("QNP_RETRY_BUDGET_SECS", 15.0)?),
+            disconnect_drain: Duration::from_secs_f64(
+                env.parse("QNP_DISCONNECT_DRAIN_SECS", 60.0)?,
+            ),
             google: google(env)?,
             apple: apple(env)?,
         })

@@ -26,6 +26,9 @@ pub const TEST_MODELS: &str = r#"{"version":"test-1","models":[
  {"id":"openai/mock-slow","provider":"openai","upstream_model":"mock-slow","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-drop","provider":"openai","upstream_model":"mock-drop","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-endless","provider":"openai","upstream_model":"mock-endless","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
+ {"id":"openai/mock-flaky","provider":"openai","upstream_model":"mock-flaky","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
+ {"id":"openai/mock-slowstream","provider":"openai","upstream_model":"mock-slowstream","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
+ {"id":"openai/mock-500-routed","provider":"openai","upstream_model":"mock-500","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0,"fallbacks":["openai/gpt-4o-mini"]},
  {"id":"anthropic/claude-mock-400","provider":"anthropic","upstream_model":"claude-mock-400","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"anthropic/claude-mock-529","provider":"anthropic","upstream_model":"claude-mock-529","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"anthropic/claude-mock-midstream","provider":"anthropic","upstream_model":"claude-mock-midstream","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0}
@@ -72,6 +75,8 @@ pub fn test_env(dir: &std::path::Path, upstream: &MockOpenAi) -> Env {
         ("QNP_BCRYPT_COST", "4".to_string()),
         ("QNP_UPSTREAM_TIMEOUT_SECS", "2".to_string()),
         ("QNP_UPSTREAM_IDLE_TIMEOUT_SECS", "2".to_string()),
+        ("QNP_RETRY_BUDGET_SECS", "5".to_string()),
+        ("QNP_DISCONNECT_DRAIN_SECS", "1".to_string()),
     ])
 }
 

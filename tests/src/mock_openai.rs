@@ -5,7 +5,8 @@
 //!
 //! Upstream model names select failure modes: `mock-400` (an OpenAI-shaped 400), `mock-401` (the
 //! credential is refused), `mock-500` (a 500 whose body holds a secret), `mock-slow` (headers after 5 s),
-//! `mock-drop` (the connection drops mid-stream), `mock-endless` (a stream that never ends on its own).
+//! `mock-drop` (the connection drops mid-stream), `mock-endless` (a stream that never ends on its own),
+//! `mock-flaky` (503 on every other request), `mock-slowstream` (40 ms between words).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +34,18 @@ pub struct Received {
 #[derive(Clone, Default)]
 struct MockState {
     received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl MockState {
+    /// How many requests this upstream model has received so far (this one included).
+    fn count(&self, model: &str) -> usize {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.body["model"] == model)
+            .count()
+    }
 }
 
 pub struct MockOpenAi {
@@ -157,6 +170,10 @@ async fn chat(
                 .into_response();
         }
         "mock-slow" => tokio::time::sleep(Duration::from_secs(5)).await,
+        // Fails every other request: a retry succeeds.
+        "mock-flaky" if state.count("mock-flaky") % 2 == 1 => {
+            return (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();
+        }
         _ => {}
     }
     let reply = format!("echo: {}", last_user_text(&body));
@@ -178,6 +195,9 @@ async fn chat(
         for (i, word) in parts.iter().enumerate() {
             let text = if i == 0 { word.clone() } else { format!(" {word}") };
             yield Ok(chunk(id, &model, json!({"content": text}), Value::Null, include_usage));
+            if model == "mock-slowstream" {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
             if model == "mock-drop" && i == 1 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 yield Err(std::io::Error::other("connection reset by mock"));

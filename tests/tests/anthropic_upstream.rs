@@ -223,6 +223,13 @@ async fn anthropic_errors_map_to_the_openai_shape() {
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["type"], "upstream_overloaded");
+    let overloaded = s
+        .upstream
+        .received()
+        .iter()
+        .filter(|r| r.body["model"] == "claude-mock-529")
+        .count();
+    assert_eq!(overloaded, 2, "a 529 is retried before giving up");
 
     let text = s
         .chat(json!({"model": "anthropic/claude-mock-midstream", "stream": true, "messages": [{"role": "user", "content": "a b c"}]}))

@@ -10,12 +10,12 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use qnp_shared::GatewayError;
 use qnp_shared::catalog::ModelKind;
-use qnp_shared::providers::{ChatRequest, Reply, RequestBody, StreamItem};
+use qnp_shared::providers::{Reply, RequestBody, StreamItem};
 use qnp_shared::usage::TokenUsage;
 use serde::Deserialize;
 
-use crate::Proxy;
 use crate::call::{Call, read_body};
+use crate::{Proxy, routing};
 
 const ENDPOINT: &str = "/v1/chat/completions";
 
@@ -79,20 +79,39 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
         ));
         return call.fail(err).await;
     }
-    let provider = match proxy.providers.get(model.provider) {
-        Ok(provider) => provider.clone(),
+    let mut body = body;
+    // `models` is the gateway's own fallback list; upstreams do not know it.
+    let requested = match body.get::<Vec<String>>("models", "an array of model names") {
+        Ok(list) => list,
         Err(err) => return call.fail(err).await,
     };
-    match provider.chat(&model, ChatRequest { body, stream }).await {
+    body.remove("models");
+    let candidates = match routing::candidates(&proxy, &model, requested) {
+        Ok(list) => list,
+        Err(err) => return call.fail(err).await,
+    };
+    match routing::first_answer(&proxy, &candidates, &body, stream).await {
         Err(err) => call.fail(err).await,
-        Ok(Reply::Complete { body, usage }) => call.respond(body, usage.unwrap_or_default()).await,
-        Ok(Reply::Stream(events)) => stream_response(call, events, include_usage),
+        Ok((served_by, reply)) => {
+            call.set_model(served_by, stream);
+            match reply {
+                Reply::Complete { body, usage } => {
+                    call.respond(body, usage.unwrap_or_default()).await
+                }
+                Reply::Stream(events) => stream_response(call, events, include_usage),
+            }
+        }
     }
 }
 
-/// What a stream has seen so far; if the client goes away before the end, `Drop` still records the call.
+type Events = futures_util::stream::BoxStream<'static, StreamItem>;
+
+/// What a stream has seen so far. It owns the upstream events, so that if the client goes away before
+/// the end, `Drop` can keep reading the upstream (for a bounded time) until the provider's usage arrives,
+/// and still record and bill the call.
 struct StreamMeter {
     call: Option<Call>,
+    events: Option<Events>,
     usage: Option<TokenUsage>,
     ttft_ms: Option<u64>,
     error: Option<String>,
@@ -102,6 +121,10 @@ struct StreamMeter {
 }
 
 impl StreamMeter {
+    async fn next(&mut self) -> Option<StreamItem> {
+        self.events.as_mut()?.next().await
+    }
+
     async fn finish(mut self) {
         if let Some(call) = self.call.take() {
             call.finish(
@@ -115,17 +138,50 @@ impl StreamMeter {
     }
 }
 
+/// Reads what is left of a stream nobody is listening to, for its usage.
+async fn drain(mut events: Events, limit: std::time::Duration) -> Option<TokenUsage> {
+    let mut usage = None;
+    let _ = tokio::time::timeout(limit, async {
+        while let Some(item) = events.next().await {
+            match item {
+                StreamItem::Event { usage: Some(u), .. } => usage = Some(u),
+                StreamItem::Event { last: true, .. } | StreamItem::Failed(_) => break,
+                StreamItem::Event { .. } => {}
+            }
+        }
+    })
+    .await;
+    usage
+}
+
 impl Drop for StreamMeter {
     fn drop(&mut self) {
-        // Still holding the call: the response body was dropped mid-stream, i.e. the client disconnected.
-        if let Some(call) = self.call.take() {
-            let usage = self.usage.unwrap_or_default();
-            let ttft = self.ttft_ms;
-            tokio::spawn(async move {
-                call.finish(200, usage, ttft, Some("client_disconnected"))
-                    .await;
-            });
-        }
+        // Still holding the call: the response body was dropped before `finish`.
+        let Some(call) = self.call.take() else {
+            return;
+        };
+        let mut usage = self.usage;
+        let ttft = self.ttft_ms;
+        let error = match (self.complete, self.error.take()) {
+            (_, Some(error)) => Some(error),
+            (true, None) => None,
+            (false, None) => Some("client_disconnected".to_owned()),
+        };
+        let events = if self.complete {
+            None
+        } else {
+            self.events.take()
+        };
+        let limit = call.proxy.disconnect_drain;
+        tokio::spawn(async move {
+            if let Some(events) = events
+                && let Some(drained) = drain(events, limit).await
+            {
+                usage = Some(drained);
+            }
+            call.finish(200, usage.unwrap_or_default(), ttft, error.as_deref())
+                .await;
+        });
     }
 }
 
@@ -139,11 +195,7 @@ fn error_event(err: &GatewayError) -> Bytes {
 
 /// Forwards upstream events as they arrive. Only the usage-only chunk is held back, from clients that did
 /// not ask for usage; nothing else is buffered or rewritten.
-fn stream_response(
-    call: Call,
-    mut events: futures_util::stream::BoxStream<'static, StreamItem>,
-    include_usage: bool,
-) -> Response {
+fn stream_response(call: Call, events: Events, include_usage: bool) -> Response {
     let started = Instant::now();
     let mut response = call.ok_response(Body::empty(), "text/event-stream");
     response.headers_mut().insert(
@@ -153,13 +205,14 @@ fn stream_response(
     let already_ms = call.elapsed_ms();
     let mut meter = StreamMeter {
         call: Some(call),
+        events: Some(events),
         usage: None,
         ttft_ms: None,
         error: None,
         complete: false,
     };
     let body = async_stream::stream! {
-        while let Some(item) = events.next().await {
+        while let Some(item) = meter.next().await {
             match item {
                 StreamItem::Event { bytes, usage, usage_only, last } => {
                     if meter.ttft_ms.is_none() {

@@ -22,6 +22,7 @@ mod call;
 mod chat;
 mod embeddings;
 mod models;
+mod routing;
 
 /// Everything a proxied request needs, built once per process (per Lambda cold start).
 pub struct Proxy {
@@ -32,6 +33,8 @@ pub struct Proxy {
     pub usage: UsageLog,
     pub providers: Providers,
     pub max_body_bytes: usize,
+    pub retry_budget: std::time::Duration,
+    pub disconnect_drain: std::time::Duration,
     /// `GET /v1/models` never changes while the process lives, so its body is rendered once.
     models_body: Bytes,
 }
@@ -50,6 +53,8 @@ impl Proxy {
             limiter: RateLimiter::new(stores.counters.clone()),
             providers: Providers::from_config(config, qnp_shared::providers::http_client()),
             max_body_bytes: config.max_body_bytes,
+            retry_budget: config.retry_budget,
+            disconnect_drain: config.disconnect_drain,
             catalog,
             plans,
             usage,
