@@ -44,6 +44,10 @@ SERVER_START_TIMEOUT="${QNP_TEST_SERVER_TIMEOUT:-60}"
 # Never send loopback traffic through a proxy, should the machine define one.
 export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
 export no_proxy="$NO_PROXY"
+# A one-off build gains nothing from incremental artifacts, which cost gigabytes of disk.
+if [[ -n "${CI:-}" ]]; then
+    export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+fi
 # CI has no stdin: make sure nothing waits for a prompt.
 export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 

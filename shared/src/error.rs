@@ -76,6 +76,14 @@ pub enum GatewayError {
     Internal(#[source] anyhow::Error),
 }
 
+/// Which API's error shape a route speaks: OpenAI's everywhere but `/v1/messages`, which answers like
+/// Anthropic so its SDKs raise their own error types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
 /// The wire shape `{"error":{"message","type","code"}}` that OpenAI SDKs parse.
 #[derive(Serialize)]
 struct OpenAiErrorBody<'a> {
@@ -189,6 +197,52 @@ impl GatewayError {
             },
         };
         serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+impl GatewayError {
+    /// Anthropic's `error.type` for this error.
+    fn anthropic_kind(&self) -> &'static str {
+        match self.status().as_u16() {
+            401 => "authentication_error",
+            402 => "billing_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 if matches!(self, GatewayError::UpstreamOverloaded) => "overloaded_error",
+            504 => "timeout_error",
+            400..=499 => "invalid_request_error",
+            _ => "api_error",
+        }
+    }
+
+    /// The Anthropic-shaped body `{"type":"error","error":{"type","message"}}`.
+    pub fn anthropic_body(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "type": "error",
+            "error": {"type": self.anthropic_kind(), "message": self.public_message()},
+        }))
+        .unwrap_or_default()
+    }
+
+    pub fn body_for(&self, dialect: Dialect) -> Vec<u8> {
+        match dialect {
+            Dialect::OpenAi => self.openai_body(),
+            Dialect::Anthropic => self.anthropic_body(),
+        }
+    }
+
+    /// The error as a response in the route's dialect (same status and headers, e.g. Retry-After).
+    pub fn into_response_as(self, dialect: Dialect) -> Response {
+        if dialect == Dialect::OpenAi {
+            return self.into_response();
+        }
+        let body = self.anthropic_body();
+        let mut response = self.into_response();
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+        *response.body_mut() = axum::body::Body::from(body);
+        response
     }
 }
 

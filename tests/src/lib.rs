@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 
 pub mod identity;
 pub mod mock_anthropic;
+pub mod mock_gemini;
 pub mod mock_openai;
 
 pub use mock_openai::MockOpenAi;
@@ -31,7 +32,10 @@ pub const TEST_MODELS: &str = r#"{"version":"test-1","models":[
  {"id":"openai/mock-500-routed","provider":"openai","upstream_model":"mock-500","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0,"fallbacks":["openai/gpt-4o-mini"]},
  {"id":"anthropic/claude-mock-400","provider":"anthropic","upstream_model":"claude-mock-400","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"anthropic/claude-mock-529","provider":"anthropic","upstream_model":"claude-mock-529","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
- {"id":"anthropic/claude-mock-midstream","provider":"anthropic","upstream_model":"claude-mock-midstream","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0}
+ {"id":"anthropic/claude-mock-midstream","provider":"anthropic","upstream_model":"claude-mock-midstream","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
+ {"id":"google/gemini-mock-400","provider":"google","upstream_model":"gemini-mock-400","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
+ {"id":"google/gemini-mock-503","provider":"google","upstream_model":"gemini-mock-503","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
+ {"id":"google/gemini-mock-midstream","provider":"google","upstream_model":"gemini-mock-midstream","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0}
 ]}"#;
 
 /// A plan small enough to exhaust in a test.

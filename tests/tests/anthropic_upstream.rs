@@ -251,3 +251,145 @@ async fn anthropic_errors_map_to_the_openai_shape() {
     );
     assert!(rows.iter().any(|r| r.status == 503));
 }
+
+async fn messages(s: &Setup, auth: (&str, &str), body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/v1/messages", s.gateway.url))
+        .header(auth.0, auth.1)
+        .header("anthropic-version", "2023-06-01")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_messages_api_passes_anthropic_models_through_natively() {
+    let s = setup("native@example.com").await;
+    let body = json!({"model": "anthropic/claude-sonnet-4-5", "max_tokens": 100, "system": "Be brief.",
+        "messages": [{"role": "user", "content": "hello there"}]});
+    let response = messages(&s, ("x-api-key", &s.key), body.clone()).await;
+    assert_eq!(response.status(), 200);
+    let message: Value = response.json().await.unwrap();
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["content"][0]["text"], "echo: hello there");
+    assert_eq!(
+        message["usage"]["cache_read_input_tokens"], 4,
+        "Anthropic's reply, unchanged"
+    );
+    let sent = &s.upstream.received()[0];
+    assert_eq!(sent.body["model"], "claude-sonnet-4-5");
+    assert_eq!(
+        sent.body["system"], "Be brief.",
+        "the request passes through but for the model"
+    );
+
+    // Streams pass through event by event, named as Anthropic names them; Bearer works too.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let auth = format!("Bearer {}", s.key);
+    let text = messages(&s, ("authorization", &auth), streamed)
+        .await
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "message_delta",
+        "message_stop",
+    ] {
+        assert!(
+            text.contains(&format!("event: {name}\n")),
+            "{name} in {text}"
+        );
+    }
+    let rows = s.gateway.usage_rows("native@example.com", 2).await;
+    for row in &rows {
+        assert_eq!(row.endpoint, "/v1/messages");
+        assert_eq!(
+            (
+                row.usage.prompt_tokens,
+                row.usage.cached_tokens,
+                row.usage.cache_write_tokens
+            ),
+            (6 + 4 + 2, 4, 2)
+        );
+        assert_eq!(row.usage.completion_tokens, 3);
+        assert!(row.cost_usd > 0.0);
+    }
+    assert!(rows.iter().any(|r| r.streamed && r.ttft_ms.is_some()));
+}
+
+#[tokio::test]
+async fn the_messages_api_answers_errors_in_anthropic_shape() {
+    let s = setup("shape@example.com").await;
+    let ask = |model: &str| json!({"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]});
+    let cases: Vec<(Option<&str>, Value, u16, &str)> = vec![
+        (
+            Some("qnp_wrong"),
+            ask("anthropic/claude-sonnet-4-5"),
+            401,
+            "authentication_error",
+        ),
+        (
+            None,
+            ask("anthropic/claude-nope"),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            None,
+            json!({"model": "anthropic/claude-sonnet-4-5", "messages": []}),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            None,
+            ask("openai/gpt-4o-mini"),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            None,
+            ask("anthropic/claude-mock-400"),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            None,
+            ask("anthropic/claude-mock-529"),
+            503,
+            "overloaded_error",
+        ),
+    ];
+    for (key, body, status, kind) in cases {
+        let key = key.unwrap_or(&s.key).to_owned();
+        let response = messages(&s, ("x-api-key", &key), body.clone()).await;
+        assert_eq!(response.status().as_u16(), status, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["type"], "error", "{error}");
+        assert_eq!(error["error"]["type"], kind, "{body}");
+        assert!(error["error"]["message"].is_string());
+    }
+    let mut streamed = ask("anthropic/claude-mock-midstream");
+    streamed["stream"] = json!(true);
+    let text = messages(&s, ("x-api-key", &s.key), streamed)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\""
+        ),
+        "{text}"
+    );
+    // Six refusals after authentication, plus the stream: the stream's row records the failure.
+    let rows = s.gateway.usage_rows("shape@example.com", 6).await;
+    assert!(rows.iter().any(|r| r.endpoint == "/v1/messages"
+        && r.streamed
+        && r.error_type.as_deref() == Some("upstream_overloaded")));
+}

@@ -6,10 +6,11 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use qnp_shared::GatewayError;
 use qnp_shared::catalog::Model;
+use qnp_shared::error::Dialect;
 use qnp_shared::keys::AuthorizedKey;
 use qnp_shared::limits::RateLimitState;
 use qnp_shared::usage::{TokenUsage, UsageRecord};
@@ -62,6 +63,8 @@ pub struct Call {
     source_ip: Option<String>,
     model: Option<Arc<Model>>,
     streamed: bool,
+    /// The error shape this route answers in.
+    pub dialect: Dialect,
 }
 
 /// Adds the headers every proxy response carries.
@@ -82,11 +85,12 @@ impl Call {
         proxy: &Arc<Proxy>,
         request: &Parts,
         endpoint: &'static str,
+        dialect: Dialect,
     ) -> Result<Call, Response> {
         let started = Instant::now();
         let request_id = new_request_id();
         let refuse = |err: GatewayError| {
-            let mut response = err.into_response();
+            let mut response = err.into_response_as(dialect);
             decorate(&mut response, &request_id, None);
             response
         };
@@ -104,6 +108,7 @@ impl Call {
             source_ip: source_ip(request),
             model: None,
             streamed: false,
+            dialect,
         };
         if call.key.restricted {
             let err = GatewayError::Forbidden(
@@ -220,7 +225,7 @@ impl Call {
             Some(err.kind()),
         )
         .await;
-        let mut response = err.into_response();
+        let mut response = err.into_response_as(self.dialect);
         decorate(&mut response, &self.request_id, self.rate.as_ref());
         response
     }

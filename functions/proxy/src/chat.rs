@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use qnp_shared::GatewayError;
 use qnp_shared::catalog::ModelKind;
+use qnp_shared::error::Dialect;
 use qnp_shared::providers::{Reply, RequestBody, StreamItem};
 use qnp_shared::usage::TokenUsage;
 use serde::Deserialize;
@@ -55,7 +56,7 @@ fn validate(body: &RequestBody) -> Result<(String, bool, bool), GatewayError> {
 
 pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let mut call = match Call::begin(&proxy, &parts, ENDPOINT).await {
+    let mut call = match Call::begin(&proxy, &parts, ENDPOINT, Dialect::OpenAi).await {
         Ok(call) => call,
         Err(response) => return response,
     };
@@ -90,7 +91,15 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
         Ok(list) => list,
         Err(err) => return call.fail(err).await,
     };
-    match routing::first_answer(&proxy, &candidates, &body, stream).await {
+    match routing::first_answer(
+        &proxy,
+        &candidates,
+        &body,
+        stream,
+        routing::Api::ChatCompletions,
+    )
+    .await
+    {
         Err(err) => call.fail(err).await,
         Ok((served_by, reply)) => {
             call.set_model(served_by, stream);
@@ -185,17 +194,21 @@ impl Drop for StreamMeter {
     }
 }
 
-/// The SSE event that ends a stream whose upstream failed, in the OpenAI error shape.
-fn error_event(err: &GatewayError) -> Bytes {
-    let mut event = b"data: ".to_vec();
-    event.extend_from_slice(&err.openai_body());
+/// The SSE event that ends a stream whose upstream failed, in the route's error shape.
+fn error_event(err: &GatewayError, dialect: Dialect) -> Bytes {
+    let mut event = match dialect {
+        Dialect::OpenAi => b"data: ".to_vec(),
+        Dialect::Anthropic => b"event: error\ndata: ".to_vec(),
+    };
+    event.extend_from_slice(&err.body_for(dialect));
     event.extend_from_slice(b"\n\n");
     Bytes::from(event)
 }
 
 /// Forwards upstream events as they arrive. Only the usage-only chunk is held back, from clients that did
 /// not ask for usage; nothing else is buffered or rewritten.
-fn stream_response(call: Call, events: Events, include_usage: bool) -> Response {
+pub fn stream_response(call: Call, events: Events, include_usage: bool) -> Response {
+    let dialect = call.dialect;
     let started = Instant::now();
     let mut response = call.ok_response(Body::empty(), "text/event-stream");
     response.headers_mut().insert(
@@ -232,7 +245,7 @@ fn stream_response(call: Call, events: Events, include_usage: bool) -> Response 
                 }
                 StreamItem::Failed(err) => {
                     meter.error = Some(err.kind().to_owned());
-                    yield Ok(error_event(&err));
+                    yield Ok(error_event(&err, dialect));
                     break;
                 }
             }

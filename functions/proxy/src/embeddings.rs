@@ -6,6 +6,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use qnp_shared::GatewayError;
 use qnp_shared::catalog::ModelKind;
+use qnp_shared::error::Dialect;
 use qnp_shared::providers::{Reply, RequestBody};
 
 use crate::Proxy;
@@ -34,7 +35,7 @@ fn validate(body: &RequestBody) -> Result<String, GatewayError> {
 
 pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let mut call = match Call::begin(&proxy, &parts, ENDPOINT).await {
+    let mut call = match Call::begin(&proxy, &parts, ENDPOINT, Dialect::OpenAi).await {
         Ok(call) => call,
         Err(response) => return response,
     };

@@ -21,6 +21,7 @@ use qnp_shared::usage_log::UsageLog;
 mod call;
 mod chat;
 mod embeddings;
+mod messages;
 mod models;
 mod routing;
 
@@ -70,5 +71,6 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         .route("/v1/chat/completions", post(chat::handle))
         .route("/v1/embeddings", post(embeddings::handle))
         .route("/v1/models", get(models::handle))
+        .route("/v1/messages", post(messages::handle))
         .with_state(proxy)
 }

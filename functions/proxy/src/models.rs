@@ -43,7 +43,14 @@ pub fn render(catalog: &Catalog) -> Bytes {
 
 pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
-    match Call::begin(&proxy, &parts, "/v1/models").await {
+    match Call::begin(
+        &proxy,
+        &parts,
+        "/v1/models",
+        qnp_shared::error::Dialect::OpenAi,
+    )
+    .await
+    {
         Ok(call) => call.ok_response(Body::from(proxy.models_body.clone()), "application/json"),
         Err(response) => response,
     }

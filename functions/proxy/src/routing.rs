@@ -66,11 +66,19 @@ fn backoff(attempt: u32) -> Duration {
 
 /// The model that answered and its reply. A streamed reply has its first event already read (and put
 /// back): a stream that fails before producing anything counts as a failed attempt.
+/// Which API the call speaks; the provider answers in the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    ChatCompletions,
+    Messages,
+}
+
 pub async fn first_answer(
     proxy: &Proxy,
     candidates: &[Arc<Model>],
     body: &RequestBody,
     stream: bool,
+    api: Api,
 ) -> Result<(Arc<Model>, Reply), GatewayError> {
     let started = Instant::now();
     let mut last_error = GatewayError::UpstreamFailed;
@@ -96,7 +104,11 @@ pub async fn first_answer(
                 body: body.clone(),
                 stream,
             };
-            let outcome = match provider.chat(model, request).await {
+            let reply = match api {
+                Api::ChatCompletions => provider.chat(model, request).await,
+                Api::Messages => provider.messages(model, request).await,
+            };
+            let outcome = match reply {
                 Ok(Reply::Stream(events)) => peek(events).await,
                 other => other,
             };

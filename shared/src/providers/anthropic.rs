@@ -651,7 +651,94 @@ fn event_stream(
     .boxed()
 }
 
+/// Reads usage out of a native Anthropic stream without changing a byte of it: `message_start` and the
+/// cumulative `message_delta` carry the counts, `message_stop` ends the protocol.
+fn passthrough_stream(
+    response: reqwest::Response,
+    idle: Duration,
+) -> futures_util::stream::BoxStream<'static, StreamItem> {
+    let mut body = response.bytes_stream();
+    async_stream::stream! {
+        let mut framer = SseFramer::default();
+        let mut usage = AnthropicUsage::default();
+        loop {
+            let chunk = match tokio::time::timeout(idle, body.next()).await {
+                Err(_) => { yield StreamItem::Failed(GatewayError::UpstreamTimeout); return; }
+                Ok(Some(Ok(chunk))) => chunk,
+                Ok(Some(Err(_))) => { yield StreamItem::Failed(GatewayError::UpstreamFailed); return; }
+                Ok(None) => break,
+            };
+            for event in framer.push(chunk) {
+                let name = sse::event_name(&event).map(<[u8]>::to_vec).unwrap_or_default();
+                let mut reported = None;
+                if (name == b"message_start" || name == b"message_delta")
+                    && let Some(data) = sse::data(&event)
+                    && let Ok(data) = serde_json::from_slice::<Value>(&data)
+                {
+                    let counts = if name == b"message_start" { &data["message"]["usage"] } else { &data["usage"] };
+                    if let Ok(u) = serde_json::from_value::<AnthropicUsage>(counts.clone()) {
+                        usage.overlay(u);
+                        reported = Some(usage.tokens());
+                    }
+                }
+                if name == b"error" {
+                    // Rendered by the proxy in the route's shape, and recorded as the call's error.
+                    let kind = sse::data(&event)
+                        .and_then(|d| serde_json::from_slice::<Value>(&d).ok())
+                        .and_then(|d| d["error"]["type"].as_str().map(str::to_owned));
+                    yield StreamItem::Failed(if kind.as_deref() == Some("overloaded_error") {
+                        GatewayError::UpstreamOverloaded
+                    } else {
+                        GatewayError::UpstreamFailed
+                    });
+                    return;
+                }
+                let last = name == b"message_stop";
+                yield StreamItem::Event { bytes: event, usage: reported, usage_only: false, last };
+                if last {
+                    return;
+                }
+            }
+        }
+        yield StreamItem::Failed(GatewayError::UpstreamFailed);
+    }
+    .boxed()
+}
+
 impl Anthropic {
+    async fn post(&self, body: Vec<u8>) -> Result<reqwest::Response, GatewayError> {
+        let send = self
+            .http
+            .post(&self.messages_url)
+            .header("x-api-key", &self.api_key)
+            .header("anthropic-version", API_VERSION)
+            .header("content-type", "application/json")
+            .body(body)
+            .send();
+        let response = match tokio::time::timeout(self.timeouts.first_byte, send).await {
+            Err(_) => return Err(GatewayError::UpstreamTimeout),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "anthropic upstream request failed");
+                return Err(GatewayError::UpstreamFailed);
+            }
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status().as_u16();
+        if status >= 400 {
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(upstream_error("anthropic", status, &body));
+        }
+        Ok(response)
+    }
+
+    async fn whole_body(&self, response: reqwest::Response) -> Result<Bytes, GatewayError> {
+        match tokio::time::timeout(self.timeouts.first_byte, response.bytes()).await {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(_)) => Err(GatewayError::UpstreamFailed),
+            Err(_) => Err(GatewayError::UpstreamTimeout),
+        }
+    }
+
     pub fn new(
         http: reqwest::Client,
         base_url: &str,
@@ -671,27 +758,9 @@ impl Anthropic {
 impl Provider for Anthropic {
     async fn chat(&self, model: &Model, request: ChatRequest) -> Result<Reply, GatewayError> {
         let body = to_messages_request(&request.body, model, request.stream)?;
-        let send = self
-            .http
-            .post(&self.messages_url)
-            .header("x-api-key", &self.api_key)
-            .header("anthropic-version", API_VERSION)
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(&body).expect("JSON serialises"))
-            .send();
-        let response = match tokio::time::timeout(self.timeouts.first_byte, send).await {
-            Err(_) => return Err(GatewayError::UpstreamTimeout),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "anthropic upstream request failed");
-                return Err(GatewayError::UpstreamFailed);
-            }
-            Ok(Ok(response)) => response,
-        };
-        let status = response.status().as_u16();
-        if status >= 400 {
-            let body = response.bytes().await.unwrap_or_default();
-            return Err(upstream_error("anthropic", status, &body));
-        }
+        let response = self
+            .post(serde_json::to_vec(&body).expect("JSON serialises"))
+            .await?;
         if request.stream {
             return Ok(Reply::Stream(event_stream(
                 response,
@@ -699,11 +768,7 @@ impl Provider for Anthropic {
                 self.timeouts.idle,
             )));
         }
-        let bytes = match tokio::time::timeout(self.timeouts.first_byte, response.bytes()).await {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(_)) => return Err(GatewayError::UpstreamFailed),
-            Err(_) => return Err(GatewayError::UpstreamTimeout),
-        };
+        let bytes = self.whole_body(response).await?;
         let message: Value =
             serde_json::from_slice(&bytes).map_err(|_| GatewayError::UpstreamFailed)?;
         let (completion, usage) = to_chat_completion(&message, model);
@@ -718,6 +783,26 @@ impl Provider for Anthropic {
             "{} has no embeddings API",
             model.id
         )))
+    }
+
+    /// Native Messages: the request goes upstream unchanged but for the model name, and the reply comes
+    /// back byte for byte; only the usage is read out of it.
+    async fn messages(&self, model: &Model, request: ChatRequest) -> Result<Reply, GatewayError> {
+        let mut body = request.body;
+        body.set("model", &model.upstream_model);
+        let response = self.post(body.to_bytes().to_vec()).await?;
+        if request.stream {
+            return Ok(Reply::Stream(passthrough_stream(
+                response,
+                self.timeouts.idle,
+            )));
+        }
+        let bytes = self.whole_body(response).await?;
+        let usage = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|m| serde_json::from_value::<AnthropicUsage>(m["usage"].clone()).ok())
+            .map(|u| u.tokens());
+        Ok(Reply::Complete { body: bytes, usage })
     }
 }
 

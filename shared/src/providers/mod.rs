@@ -18,6 +18,7 @@ use crate::error::GatewayError;
 use crate::usage::TokenUsage;
 
 pub mod anthropic;
+pub mod gemini;
 pub mod openai;
 pub mod sse;
 
@@ -107,6 +108,13 @@ pub enum Reply {
 pub trait Provider: Send + Sync {
     async fn chat(&self, model: &Model, request: ChatRequest) -> Result<Reply, GatewayError>;
     async fn embeddings(&self, model: &Model, body: RequestBody) -> Result<Reply, GatewayError>;
+    /// An Anthropic Messages request (`/v1/messages`), answered in Anthropic's format.
+    async fn messages(&self, model: &Model, _request: ChatRequest) -> Result<Reply, GatewayError> {
+        Err(GatewayError::WrongModelKind(format!(
+            "'{}' cannot be used with /v1/messages; use /v1/chat/completions",
+            model.id
+        )))
+    }
 }
 
 /// Timeouts every provider applies to its upstream calls.
@@ -156,14 +164,6 @@ impl Providers {
             )) as Arc<dyn Provider>),
             None => Err(not_configured("openai", &config.openai)),
         };
-        let unsupported = |name: &'static str, upstream: &UpstreamConfig| {
-            Err(match upstream.api_key {
-                None => not_configured(name, upstream),
-                Some(_) => GatewayError::NotImplemented(format!(
-                    "{name} models are listed in the catalog but this gateway cannot call them yet"
-                )),
-            })
-        };
         let anthropic = match &config.anthropic.api_key {
             Some(key) => Ok(Arc::new(anthropic::Anthropic::new(
                 http.clone(),
@@ -173,10 +173,19 @@ impl Providers {
             )) as Arc<dyn Provider>),
             None => Err(not_configured("anthropic", &config.anthropic)),
         };
+        let google = match &config.gemini.api_key {
+            Some(key) => Ok(Arc::new(gemini::Gemini::new(
+                http.clone(),
+                &config.gemini.base_url,
+                key,
+                timeouts,
+            )) as Arc<dyn Provider>),
+            None => Err(not_configured("google", &config.gemini)),
+        };
         Providers {
             openai,
             anthropic,
-            google: unsupported("google", &config.gemini),
+            google,
         }
     }
 
@@ -247,6 +256,8 @@ pub fn upstream_error(provider: &str, status: u16, body: &[u8]) -> GatewayError 
             }
         }
         529 => GatewayError::UpstreamOverloaded,
+        // Gemini's 503 UNAVAILABLE is "the model is overloaded": retriable, like Anthropic's 529.
+        503 if provider == "google" => GatewayError::UpstreamOverloaded,
         _ => {
             tracing::warn!(
                 provider,
@@ -307,5 +318,17 @@ mod tests {
         assert_eq!(e.to_string(), "max_tokens is too large");
         assert_eq!(e.code(), Some("bad"));
         assert_eq!(upstream_error("openai", 503, b"oops").status(), 502);
+        let e = upstream_error(
+            "google",
+            404,
+            br#"{"error":{"code":404,"message":"models/x is not found for API version v1beta","status":"NOT_FOUND"}}"#,
+        );
+        assert_eq!(e.status(), 404);
+        assert_eq!(e.kind(), "invalid_request_error");
+        assert!(e.to_string().contains("models/x is not found"));
+        assert!(matches!(
+            upstream_error("google", 503, b"{}"),
+            GatewayError::UpstreamOverloaded
+        ));
     }
 }

@@ -1,0 +1,86 @@
+//! `POST /v1/messages`: the Anthropic Messages API, for tools that speak it (the `anthropic` SDKs,
+//! Claude Code). Keys come as `x-api-key` or `Authorization: Bearer`; errors use Anthropic's shape.
+//! `anthropic/` models are served natively: the request and the reply pass through unchanged but for
+//! the model name, and usage is read from Anthropic's own events.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use qnp_shared::GatewayError;
+use qnp_shared::catalog::ModelKind;
+use qnp_shared::error::Dialect;
+use qnp_shared::providers::{Reply, RequestBody};
+
+use crate::call::{Call, read_body};
+use crate::chat::stream_response;
+use crate::{Proxy, routing};
+
+const ENDPOINT: &str = "/v1/messages";
+
+fn validate(body: &RequestBody) -> Result<(String, bool), GatewayError> {
+    let model: String = body
+        .get("model", "a string naming a model as provider/model")?
+        .ok_or_else(|| {
+            GatewayError::field(
+                "model",
+                "model: Field required (e.g. anthropic/claude-sonnet-4-5)",
+            )
+        })?;
+    match body.raw("messages") {
+        Some(raw) if raw.starts_with('[') => {}
+        Some(_) => {
+            return Err(GatewayError::field(
+                "messages",
+                "messages: must be an array",
+            ));
+        }
+        None => return Err(GatewayError::field("messages", "messages: Field required")),
+    }
+    body.get::<u64>("max_tokens", "an integer")?
+        .ok_or_else(|| GatewayError::field("max_tokens", "max_tokens: Field required"))?;
+    let stream = body.get::<bool>("stream", "a boolean")?.unwrap_or(false);
+    Ok((model, stream))
+}
+
+pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let mut call = match Call::begin(&proxy, &parts, ENDPOINT, Dialect::Anthropic).await {
+        Ok(call) => call,
+        Err(response) => return response,
+    };
+    let body = match read_body(&parts, body, proxy.max_body_bytes).await {
+        Ok(body) => body,
+        Err(err) => return call.fail(err).await,
+    };
+    let (body, (model_id, stream)) =
+        match RequestBody::parse(&body).and_then(|b| validate(&b).map(|v| (b, v))) {
+            Ok(parsed) => parsed,
+            Err(err) => return call.fail(err).await,
+        };
+    let Some(model) = proxy.catalog.get(&model_id).cloned() else {
+        return call.fail(GatewayError::UnknownModel(model_id)).await;
+    };
+    call.set_model(model.clone(), stream);
+    if model.kind != ModelKind::Chat {
+        let err = GatewayError::WrongModelKind(format!("'{}' is not a chat model", model.id));
+        return call.fail(err).await;
+    }
+    let candidates = match routing::candidates(&proxy, &model, None) {
+        Ok(list) => list,
+        Err(err) => return call.fail(err).await,
+    };
+    match routing::first_answer(&proxy, &candidates, &body, stream, routing::Api::Messages).await {
+        Err(err) => call.fail(err).await,
+        Ok((served_by, reply)) => {
+            call.set_model(served_by, stream);
+            match reply {
+                Reply::Complete { body, usage } => {
+                    call.respond(body, usage.unwrap_or_default()).await
+                }
+                // Anthropic streams carry their usage in ordinary events: nothing is held back.
+                Reply::Stream(events) => stream_response(call, events, true),
+            }
+        }
+    }
+}
