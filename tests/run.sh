@@ -32,7 +32,8 @@ PY_REQUIREMENTS=(
     "secantusdb==0.7.0b3"   # MongoDB wire-protocol server (stands in for Atlas)
     "moto[server]==5.2.5"   # Secrets Manager (moto's DynamoDB loses concurrent updates: unused)
     "cfn-lint==1.58.0"      # offline lint of template.yaml
-    "openai==3.57.0"        # real client SDK for black-box tests
+    "openai==3.57.0"        # real client SDKs for black-box tests
+    "anthropic==2.14.0"
     "pytest==9.2.0"
     "requests==2.34.2"
 )
