@@ -16,6 +16,22 @@ pub struct TokenUsage {
     pub cached_tokens: u64,
     pub cache_write_tokens: u64,
     pub reasoning_tokens: u64,
+    /// The provider did not report these counts; the gateway estimated them (about four bytes of
+    /// request or response per token) so the call is still metered. Never set when the provider counts.
+    #[serde(default)]
+    pub estimated: bool,
+}
+
+impl TokenUsage {
+    /// An estimate for a call whose provider reported no usage.
+    pub fn estimate(request_bytes: usize, response_bytes: usize) -> TokenUsage {
+        TokenUsage {
+            prompt_tokens: request_bytes.div_ceil(4) as u64,
+            completion_tokens: response_bytes.div_ceil(4) as u64,
+            estimated: true,
+            ..TokenUsage::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -226,6 +242,7 @@ mod tests {
                 cached_tokens: 2,
                 cache_write_tokens: 0,
                 reasoning_tokens: 1,
+                estimated: false,
             },
             latency_ms: 120,
             ttft_ms: Some(30),

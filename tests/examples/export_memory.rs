@@ -101,6 +101,7 @@ async fn main() {
                     cached_tokens: 128,
                     cache_write_tokens: 0,
                     reasoning_tokens: 0,
+                    estimated: false,
                 },
                 latency_ms: 812,
                 ttft_ms: Some(210),

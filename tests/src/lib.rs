@@ -27,6 +27,7 @@ pub const TEST_MODELS: &str = r#"{"version":"test-1","models":[
  {"id":"openai/mock-slow","provider":"openai","upstream_model":"mock-slow","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-drop","provider":"openai","upstream_model":"mock-drop","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-endless","provider":"openai","upstream_model":"mock-endless","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
+ {"id":"openai/mock-nousage","provider":"openai","upstream_model":"mock-nousage","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-flaky","provider":"openai","upstream_model":"mock-flaky","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-slowstream","provider":"openai","upstream_model":"mock-slowstream","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-500-routed","provider":"openai","upstream_model":"mock-500","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0,"fallbacks":["openai/gpt-4o-mini"]},

@@ -6,7 +6,8 @@
 //! Upstream model names select failure modes: `mock-400` (an OpenAI-shaped 400), `mock-401` (the
 //! credential is refused), `mock-500` (a 500 whose body holds a secret), `mock-slow` (headers after 5 s),
 //! `mock-drop` (the connection drops mid-stream), `mock-endless` (a stream that never ends on its own),
-//! `mock-flaky` (503 on every other request), `mock-slowstream` (40 ms between words).
+//! `mock-flaky` (503 on every other request), `mock-slowstream` (40 ms between words), `mock-nousage`
+//! (never reports usage).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -179,15 +180,19 @@ async fn chat(
     let reply = format!("echo: {}", last_user_text(&body));
     let id = "chatcmpl-mock123";
     if body["stream"] != true {
-        return Json(json!({
+        let mut completion = json!({
             "id": id, "object": "chat.completion", "created": 1_764_000_000, "model": model,
             "system_fingerprint": "fp_mock", "service_tier": "default",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": reply, "refusal": null, "annotations": []}, "logprobs": null, "finish_reason": "stop"}],
             "usage": usage(&body, &reply),
-        }))
-        .into_response();
+        });
+        if model == "mock-nousage" {
+            completion.as_object_mut().unwrap().remove("usage");
+        }
+        return Json(completion).into_response();
     }
-    let include_usage = body["stream_options"]["include_usage"] == true;
+    // Like some OpenAI-compatible servers, `mock-nousage` ignores stream_options and reports nothing.
+    let include_usage = body["stream_options"]["include_usage"] == true && model != "mock-nousage";
     let usage = usage(&body, &reply);
     let stream = async_stream::stream! {
         yield Ok::<Bytes, std::io::Error>(chunk(id, &model, json!({"role": "assistant", "content": "", "refusal": null}), Value::Null, include_usage));

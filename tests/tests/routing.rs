@@ -142,3 +142,28 @@ async fn a_client_that_hangs_up_mid_stream_is_still_billed_from_the_provider_usa
     assert_eq!(row.usage.prompt_tokens, 15);
     assert!(row.cost_usd > 0.0);
 }
+
+#[tokio::test]
+async fn usage_a_provider_does_not_report_is_estimated_and_flagged() {
+    let s = setup("estimate@example.com").await;
+    assert_eq!(s.chat(ask("openai/mock-nousage")).await.status(), 200);
+    let mut streamed = ask("openai/mock-nousage");
+    streamed["stream"] = json!(true);
+    let text = s.chat(streamed).await.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    assert_eq!(s.chat(ask("openai/gpt-4o-mini")).await.status(), 200);
+    let rows = s.gateway.usage_rows("estimate@example.com", 3).await;
+    let (estimated, counted): (Vec<_>, Vec<_>) =
+        rows.iter().partition(|r| r.model == "openai/mock-nousage");
+    assert!(
+        estimated.iter().all(|r| r.usage.estimated
+            && r.usage.prompt_tokens > 0
+            && r.usage.completion_tokens > 0
+            && r.cost_usd > 0.0),
+        "{estimated:?}"
+    );
+    assert!(
+        counted.iter().all(|r| !r.usage.estimated),
+        "a provider's own count is never marked as an estimate"
+    );
+}

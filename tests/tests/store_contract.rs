@@ -50,6 +50,7 @@ fn usage_row(account: &str, key: &str, request_id: &str, ts: OffsetDateTime) -> 
             cached_tokens: 3,
             cache_write_tokens: 1,
             reasoning_tokens: 4,
+            estimated: false,
         },
         latency_ms: 1234,
         ttft_ms: Some(56),
@@ -148,7 +149,7 @@ async fn records_contract(store: Arc<dyn RecordStore>) {
 
     // Usage: idempotent by request id, range [from, to), ordered, per account.
     let t0 = ms(OffsetDateTime::now_utc()) - Duration::hours(1);
-    let rows: Vec<UsageRecord> = (0..5)
+    let mut rows: Vec<UsageRecord> = (0..5)
         .map(|i| {
             usage_row(
                 &ann.id,
@@ -158,6 +159,7 @@ async fn records_contract(store: Arc<dyn RecordStore>) {
             )
         })
         .collect();
+    rows[1].usage.estimated = true; // the flag survives the round trip
     store.insert_usage(&rows[2..]).await.unwrap();
     store.insert_usage(&rows).await.unwrap();
     store

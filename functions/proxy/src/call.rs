@@ -65,6 +65,8 @@ pub struct Call {
     streamed: bool,
     /// The error shape this route answers in.
     pub dialect: Dialect,
+    /// Size of the request body, for estimating usage a provider does not report.
+    request_bytes: usize,
 }
 
 /// Adds the headers every proxy response carries.
@@ -109,6 +111,7 @@ impl Call {
             model: None,
             streamed: false,
             dialect,
+            request_bytes: 0,
         };
         if call.key.restricted {
             let err = GatewayError::Forbidden(
@@ -147,6 +150,15 @@ impl Call {
     pub fn set_model(&mut self, model: Arc<Model>, streamed: bool) {
         self.model = Some(model);
         self.streamed = streamed;
+    }
+
+    pub fn set_request_bytes(&mut self, bytes: usize) {
+        self.request_bytes = bytes;
+    }
+
+    /// Usage for a reply whose provider reported none: an estimate, flagged as such on the row.
+    pub fn estimate(&self, response_bytes: usize) -> TokenUsage {
+        TokenUsage::estimate(self.request_bytes, response_bytes)
     }
 
     pub fn elapsed_ms(&self) -> u64 {

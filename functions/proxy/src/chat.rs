@@ -64,6 +64,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
         Ok(body) => body,
         Err(err) => return call.fail(err).await,
     };
+    call.set_request_bytes(body.len());
     let parsed = RequestBody::parse(&body).and_then(|body| validate(&body).map(|v| (body, v)));
     let (body, (model_id, stream, include_usage)) = match parsed {
         Ok(parsed) => parsed,
@@ -105,7 +106,11 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
             call.set_model(served_by, stream);
             match reply {
                 Reply::Complete { body, usage } => {
-                    call.respond(body, usage.unwrap_or_default()).await
+                    {
+                        let usage = usage.unwrap_or_else(|| call.estimate(body.len()));
+                        call.respond(body, usage)
+                    }
+                    .await
                 }
                 Reply::Stream(events) => stream_response(call, events, include_usage),
             }
@@ -127,22 +132,28 @@ struct StreamMeter {
     /// The protocol's last event is being handed to the client: a hang-up from here on is not a
     /// disconnect mid-stream.
     complete: bool,
+    /// Bytes forwarded, for an estimate when the provider reports no usage.
+    bytes_out: usize,
 }
 
 impl StreamMeter {
+    fn usage(&self) -> TokenUsage {
+        match (self.usage, &self.call) {
+            (Some(usage), _) => usage,
+            (None, Some(call)) if self.bytes_out > 0 => call.estimate(self.bytes_out),
+            _ => TokenUsage::default(),
+        }
+    }
+
     async fn next(&mut self) -> Option<StreamItem> {
         self.events.as_mut()?.next().await
     }
 
     async fn finish(mut self) {
+        let usage = self.usage();
         if let Some(call) = self.call.take() {
-            call.finish(
-                200,
-                self.usage.unwrap_or_default(),
-                self.ttft_ms,
-                self.error.as_deref(),
-            )
-            .await;
+            call.finish(200, usage, self.ttft_ms, self.error.as_deref())
+                .await;
         }
     }
 }
@@ -166,6 +177,7 @@ async fn drain(mut events: Events, limit: std::time::Duration) -> Option<TokenUs
 impl Drop for StreamMeter {
     fn drop(&mut self) {
         // Still holding the call: the response body was dropped before `finish`.
+        let fallback = self.usage();
         let Some(call) = self.call.take() else {
             return;
         };
@@ -188,7 +200,7 @@ impl Drop for StreamMeter {
             {
                 usage = Some(drained);
             }
-            call.finish(200, usage.unwrap_or_default(), ttft, error.as_deref())
+            call.finish(200, usage.unwrap_or(fallback), ttft, error.as_deref())
                 .await;
         });
     }
@@ -223,6 +235,7 @@ pub fn stream_response(call: Call, events: Events, include_usage: bool) -> Respo
         ttft_ms: None,
         error: None,
         complete: false,
+        bytes_out: 0,
     };
     let body = async_stream::stream! {
         while let Some(item) = meter.next().await {
@@ -238,6 +251,7 @@ pub fn stream_response(call: Call, events: Events, include_usage: bool) -> Respo
                         continue;
                     }
                     meter.complete = last;
+                    meter.bytes_out += bytes.len();
                     yield Ok::<Bytes, std::convert::Infallible>(bytes);
                     if last {
                         break;

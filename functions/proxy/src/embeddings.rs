@@ -43,6 +43,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
         Ok(body) => body,
         Err(err) => return call.fail(err).await,
     };
+    call.set_request_bytes(body.len());
     let (body, model_id) =
         match RequestBody::parse(&body).and_then(|b| validate(&b).map(|m| (b, m))) {
             Ok(parsed) => parsed,
@@ -64,7 +65,13 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
         Err(err) => return call.fail(err).await,
     };
     match provider.embeddings(&model, body).await {
-        Ok(Reply::Complete { body, usage }) => call.respond(body, usage.unwrap_or_default()).await,
+        Ok(Reply::Complete { body, usage }) => {
+            {
+                let usage = usage.unwrap_or_else(|| call.estimate(0));
+                call.respond(body, usage)
+            }
+            .await
+        }
         Ok(Reply::Stream(_)) => {
             call.fail(GatewayError::internal(anyhow::anyhow!(
                 "embeddings replied with a stream"

@@ -53,6 +53,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
         Ok(body) => body,
         Err(err) => return call.fail(err).await,
     };
+    call.set_request_bytes(body.len());
     let (body, (model_id, stream)) =
         match RequestBody::parse(&body).and_then(|b| validate(&b).map(|v| (b, v))) {
             Ok(parsed) => parsed,
@@ -76,7 +77,11 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
             call.set_model(served_by, stream);
             match reply {
                 Reply::Complete { body, usage } => {
-                    call.respond(body, usage.unwrap_or_default()).await
+                    {
+                        let usage = usage.unwrap_or_else(|| call.estimate(body.len()));
+                        call.respond(body, usage)
+                    }
+                    .await
                 }
                 // Anthropic streams carry their usage in ordinary events: nothing is held back.
                 Reply::Stream(events) => stream_response(call, events, true),

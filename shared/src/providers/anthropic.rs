@@ -379,6 +379,7 @@ impl AnthropicUsage {
             cached_tokens: read,
             cache_write_tokens: written,
             reasoning_tokens: 0,
+            estimated: false,
         }
     }
 }
@@ -919,7 +920,8 @@ mod tests {
                 completion_tokens: 120,
                 cached_tokens: 2048,
                 cache_write_tokens: 10,
-                reasoning_tokens: 0
+                reasoning_tokens: 0,
+                estimated: false
             }
         );
         assert_eq!(
@@ -1034,7 +1036,8 @@ mod tests {
                 completion_tokens: 89,
                 cached_tokens: 100,
                 cache_write_tokens: 0,
-                reasoning_tokens: 0
+                reasoning_tokens: 0,
+                estimated: false
             }
         );
     }

@@ -524,6 +524,7 @@ impl UsageMetadata {
             cached_tokens: self.cached_content_token_count.unwrap_or(0),
             cache_write_tokens: 0,
             reasoning_tokens: thoughts,
+            estimated: false,
         }
     }
 }
@@ -1016,6 +1017,7 @@ impl Provider for Gemini {
         let estimated = chars.div_ceil(4) as u64;
         let usage = TokenUsage {
             prompt_tokens: estimated,
+            estimated: true,
             ..TokenUsage::default()
         };
         let reply = json!({
@@ -1227,7 +1229,8 @@ mod tests {
                 completion_tokens: 380,
                 cached_tokens: 1024,
                 cache_write_tokens: 0,
-                reasoning_tokens: 300
+                reasoning_tokens: 300,
+                estimated: false
             }
         );
         assert_eq!(completion["usage"]["total_tokens"], 1585);
@@ -1348,7 +1351,8 @@ mod tests {
                 completion_tokens: 35,
                 cached_tokens: 4,
                 cache_write_tokens: 0,
-                reasoning_tokens: 15
+                reasoning_tokens: 15,
+                estimated: false
             }
         );
     }

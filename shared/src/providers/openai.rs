@@ -63,6 +63,7 @@ impl From<OpenAiUsage> for TokenUsage {
                 .completion_tokens_details
                 .and_then(|d| d.reasoning_tokens)
                 .unwrap_or(0),
+            estimated: false,
         }
     }
 }
@@ -294,7 +295,8 @@ mod tests {
                 completion_tokens: 3,
                 cached_tokens: 4,
                 cache_write_tokens: 0,
-                reasoning_tokens: 2
+                reasoning_tokens: 2,
+                estimated: false
             }
         );
         assert!(is_done(b"data: [DONE]\n\n"));

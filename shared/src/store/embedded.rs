@@ -27,7 +27,10 @@ use crate::accounts::{
 use crate::usage::{TokenUsage, UsageRecord};
 
 /// Schema migrations of `qnp.sqlite3`, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+
+/// Usage rows say when their token counts are the gateway's estimate.
+const SCHEMA_V4: &str = "ALTER TABLE usage ADD COLUMN tokens_estimated INTEGER NOT NULL DEFAULT 0;";
 
 /// Counters moved to their own file.
 const SCHEMA_V3: &str = "DROP TABLE IF EXISTS counters;";
@@ -289,7 +292,8 @@ fn key_from_row(row: &Row) -> rusqlite::Result<ApiKeyRecord> {
 
 const USAGE_COLUMNS: &str = "request_id, timestamp, account_id, api_key_id, endpoint, provider, model, \
      streamed, status, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, \
-     reasoning_tokens, latency_ms, ttft_ms, cost_usd, price_version, error_type, source_ip";
+     reasoning_tokens, latency_ms, ttft_ms, cost_usd, price_version, error_type, source_ip, \
+     tokens_estimated";
 
 fn usage_from_row(row: &Row) -> rusqlite::Result<UsageRecord> {
     Ok(UsageRecord {
@@ -308,6 +312,7 @@ fn usage_from_row(row: &Row) -> rusqlite::Result<UsageRecord> {
             cached_tokens: row.get(11)?,
             cache_write_tokens: row.get(12)?,
             reasoning_tokens: row.get(13)?,
+            estimated: row.get(20)?,
         },
         latency_ms: row.get(14)?,
         ttft_ms: row.get(15)?,
@@ -538,7 +543,7 @@ impl RecordStore for EmbeddedStore {
         {
             let mut stmt = tx.prepare_cached(&format!(
                 "INSERT INTO usage ({USAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
-                 ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+                 ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)
                  ON CONFLICT (request_id) DO NOTHING"
             ))?;
             for r in rows {
@@ -563,6 +568,7 @@ impl RecordStore for EmbeddedStore {
                     r.price_version,
                     r.error_type,
                     r.source_ip,
+                    r.usage.estimated,
                 ])?;
             }
         }

@@ -156,6 +156,8 @@ struct UsageDoc {
     price_version: String,
     error_type: Option<String>,
     source_ip: Option<String>,
+    #[serde(default)]
+    tokens_estimated: bool,
 }
 
 impl From<&UsageRecord> for UsageDoc {
@@ -181,6 +183,7 @@ impl From<&UsageRecord> for UsageDoc {
             price_version: r.price_version.clone(),
             error_type: r.error_type.clone(),
             source_ip: r.source_ip.clone(),
+            tokens_estimated: r.usage.estimated,
         }
     }
 }
@@ -203,6 +206,7 @@ impl From<UsageDoc> for UsageRecord {
                 cached_tokens: d.cached_tokens.max(0) as u64,
                 cache_write_tokens: d.cache_write_tokens.max(0) as u64,
                 reasoning_tokens: d.reasoning_tokens.max(0) as u64,
+                estimated: d.tokens_estimated,
             },
             latency_ms: d.latency_ms.max(0) as u64,
             ttft_ms: d.ttft_ms.map(|t| t.max(0) as u64),
