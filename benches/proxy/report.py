@@ -138,6 +138,17 @@ def main() -> int:
         if doc and doc.get("errors"):
             notes.append(f"stream, {side}: {doc['errors']} failed requests")
 
+    # The anthropic/ route: same measurements, translation included (no separate targets: the issue asks
+    # that translation add no measurable overhead against the openai/ rows above).
+    if os.path.exists(os.path.join(d, "one-anth-qnp.json")):
+        latency_rows("one-anth", "anthropic/ route (translated), 1 client, non-stream, latency", [("p50", None), ("p99", None)])
+        ad, aq = load(os.path.join(d, "ttfb-anth-direct.json")), load(os.path.join(d, "ttfb-anth-qnp.json"))
+        for field, label, p in (("ttfb_ms", "first byte", "p50"), ("ttfb_ms", "first byte", "p99"), ("total_ms", "whole response", "p50")):
+            dv = ad[field].get(p) if ad and ad.get(field) else None
+            qv = aq[field].get(p) if aq and aq.get(field) else None
+            added = None if dv is None or qv is None else qv - dv
+            rows.append((f"anthropic/ route (translated), 1 client, stream, {label} {p}", fmt(dv, "ms"), fmt(qv, "ms"), fmt(added, "ms"), "", ""))
+
     rate = facts.get("open_rate", "?")
     open_d, open_q = pair("open")
     for pkey, tkey in (("p50", None), ("p99", "open_p99")):

@@ -146,6 +146,10 @@ for dir in json stream; do
     cp "$MOCK/embeddings.json" "$WWW/$dir/v1/embeddings"
 done
 cp "$MOCK/chat.json" "$WWW/json/v1/chat/completions"
+# Anthropic Messages replies, for the anthropic/ (translated) route.
+mkdir -p "$WWW/anthropic-json/v1" "$WWW/anthropic-stream/v1"
+cp "$MOCK/anthropic-message.json" "$WWW/anthropic-json/v1/messages"
+cp "$MOCK/anthropic-stream.sse" "$WWW/anthropic-stream/v1/messages"
 cp "$MOCK/stream.sse" "$WWW/stream/v1/chat/completions"
 temp_paths=
 for t in client_body proxy fastcgi uwsgi scgi; do
@@ -176,6 +180,13 @@ $temp_paths    keepalive_requests 1000000;
             default_type application/json;
         }
         location = /stream/v1/chat/completions {
+            default_type text/event-stream;
+            add_header Cache-Control no-cache;
+        }
+        location = /anthropic-json/v1/messages {
+            default_type application/json;
+        }
+        location = /anthropic-stream/v1/messages {
             default_type text/event-stream;
             add_header Cache-Control no-cache;
         }
@@ -222,7 +233,8 @@ check "$UP/stream/v1/chat/completions" bench "$RUN/stream-body.json" 'data: [DON
 log "nginx mock up on $UP (pid $NGINX_PID)"
 
 # ---- QNP ---------------------------------------------------------------------------------------------
-qnp_env=(env QNP_DATA_DIR="$DATA" OPENAI_API_KEY=bench RUST_LOG=warn)
+qnp_env=(env QNP_DATA_DIR="$DATA" OPENAI_API_KEY=bench ANTHROPIC_API_KEY=bench RUST_LOG=warn)
+ANTHROPIC_PATH=anthropic-json
 QNP_PORT=
 READY_MS=
 # start_qnp UPSTREAM_PATH: starts `qnp serve` on a fresh port; sets QNP_PID, QNP_PORT and READY_MS
@@ -230,7 +242,8 @@ start_qnp() {
     local upstream=$UP/$1 line
     QNP_PORT=$(free_port)
     line=$(python3 "$HERE/spawn_ready.py" --port "$QNP_PORT" --log "$RUN/qnp.log" --timeout 10 -- \
-        "${qnp_env[@]}" QNP_OPENAI_BASE_URL="$upstream" "$QNP" serve --listen "127.0.0.1:$QNP_PORT") ||
+        "${qnp_env[@]}" QNP_OPENAI_BASE_URL="$upstream" QNP_ANTHROPIC_BASE_URL="$UP/$ANTHROPIC_PATH" \
+        "$QNP" serve --listen "127.0.0.1:$QNP_PORT") ||
         { tail -n 20 "$RUN/qnp.log" >&2; die "qnp serve did not start"; }
     QNP_PID=${line%% *}
     READY_MS=${line#* }
@@ -343,6 +356,36 @@ bounded python3 "$HERE/ttfb.py" --url "$DURL" --auth bench --body "$RUN/stream-b
 bounded python3 "$HERE/ttfb.py" --url "$QURL" --auth "$KEY" --body "$RUN/stream-body.json" -n "$TTFB_N" --max-seconds 120 \
     >"$RUN/ttfb-qnp.json" || die "ttfb (QNP) failed"
 fact rss_stream_kb "$(rss_kb)"
+stop_qnp
+
+# ---- anthropic/ route: OpenAI format in, Anthropic Messages upstream, translated both ways ----------
+ANTH_CHAT_BODY='{"model":"anthropic/claude-sonnet-4-5","messages":[{"role":"user","content":"Say hello"}]}'
+ANTH_STREAM_BODY='{"model":"anthropic/claude-sonnet-4-5","messages":[{"role":"user","content":"Say hello"}],"stream":true}'
+ANTH_DIRECT_BODY='{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"user","content":"Say hello"}]}'
+printf '%s' "$ANTH_CHAT_BODY" >"$RUN/anth-chat-body.json"
+printf '%s' "$ANTH_STREAM_BODY" >"$RUN/anth-stream-body.json"
+printf '%s' "$ANTH_DIRECT_BODY" >"$RUN/anth-direct-body.json"
+ANTHROPIC_PATH=anthropic-json
+start_qnp json/v1
+QURL=http://127.0.0.1:$QNP_PORT/v1/chat/completions
+DURL=$UP/anthropic-json/v1/messages
+check "$QURL" "$KEY" "$RUN/anth-chat-body.json" '"object":"chat.completion"' || die "an anthropic/ completion through QNP failed (log: $RUN/qnp.log)"
+log "anthropic/ route, 1 client, non-stream: $ONE_N requests each side"
+load warm-anth-direct "$DURL" bench "$RUN/anth-direct-body.json" warm
+load warm-anth-qnp "$QURL" "$KEY" "$RUN/anth-chat-body.json" warm
+load one-anth-direct "$DURL" bench "$RUN/anth-direct-body.json" one
+load one-anth-qnp "$QURL" "$KEY" "$RUN/anth-chat-body.json" one
+stop_qnp
+ANTHROPIC_PATH=anthropic-stream
+start_qnp json/v1
+QURL=http://127.0.0.1:$QNP_PORT/v1/chat/completions
+DURL=$UP/anthropic-stream/v1/messages
+check "$QURL" "$KEY" "$RUN/anth-stream-body.json" 'data: [DONE]' || die "an anthropic/ stream through QNP failed (log: $RUN/qnp.log)"
+log "anthropic/ route, 1 client, stream: $TTFB_N requests each side"
+bounded python3 "$HERE/ttfb.py" --url "$DURL" --auth bench --body "$RUN/anth-direct-body.json" -n "$TTFB_N" --max-seconds 120 \
+    >"$RUN/ttfb-anth-direct.json" || die "ttfb (anthropic direct) failed"
+bounded python3 "$HERE/ttfb.py" --url "$QURL" --auth "$KEY" --body "$RUN/anth-stream-body.json" -n "$TTFB_N" --max-seconds 120 \
+    >"$RUN/ttfb-anth-qnp.json" || die "ttfb (anthropic through QNP) failed"
 stop_qnp
 
 # ---- report ------------------------------------------------------------------------------------------

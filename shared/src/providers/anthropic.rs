@@ -355,6 +355,13 @@ struct AnthropicUsage {
     output_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
+    /// Extended-thinking tokens, a part of `output_tokens`, when the API reports them.
+    output_tokens_details: Option<OutputDetails>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+struct OutputDetails {
+    thinking_tokens: Option<u64>,
 }
 
 impl AnthropicUsage {
@@ -368,6 +375,7 @@ impl AnthropicUsage {
         self.cache_read_input_tokens = later
             .cache_read_input_tokens
             .or(self.cache_read_input_tokens);
+        self.output_tokens_details = later.output_tokens_details.or(self.output_tokens_details);
     }
 
     fn tokens(&self) -> TokenUsage {
@@ -378,7 +386,10 @@ impl AnthropicUsage {
             completion_tokens: self.output_tokens.unwrap_or(0),
             cached_tokens: read,
             cache_write_tokens: written,
-            reasoning_tokens: 0,
+            reasoning_tokens: self
+                .output_tokens_details
+                .and_then(|d| d.thinking_tokens)
+                .unwrap_or(0),
             estimated: false,
         }
     }
@@ -390,6 +401,7 @@ fn openai_usage(u: &TokenUsage) -> Value {
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.prompt_tokens + u.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": u.cache_write_tokens},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
     })
 }
 
@@ -902,7 +914,7 @@ mod tests {
         let message = json!({"id": "msg_1", "type": "message", "role": "assistant", "content": [
             {"type": "text", "text": "Tomorrow: rain."},
             {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
-            "stop_reason": "tool_use", "usage": {"input_tokens": 35, "cache_creation_input_tokens": 10, "cache_read_input_tokens": 2048, "output_tokens": 120}});
+            "stop_reason": "tool_use", "usage": {"input_tokens": 35, "cache_creation_input_tokens": 10, "cache_read_input_tokens": 2048, "output_tokens": 120, "output_tokens_details": {"thinking_tokens": 60}}});
         let (completion, usage) = to_chat_completion(&message, &model());
         assert_eq!(completion["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(
@@ -920,7 +932,7 @@ mod tests {
                 completion_tokens: 120,
                 cached_tokens: 2048,
                 cache_write_tokens: 10,
-                reasoning_tokens: 0,
+                reasoning_tokens: 60,
                 estimated: false
             }
         );
