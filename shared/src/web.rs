@@ -23,6 +23,31 @@ pub struct WebAuth {
     pub public_origin: String,
 }
 
+impl WebAuth {
+    /// The cookie-authenticated functions' shared state on Lambda, where the session secret and the
+    /// public URL must be configured (locally `qnp serve` supplies defaults).
+    pub fn for_lambda(
+        config: &crate::config::Config,
+        records: Arc<dyn RecordStore>,
+    ) -> Result<(WebAuth, String), crate::config::ConfigError> {
+        use crate::config::ConfigError;
+        let secret = config.session_secret.clone().ok_or(ConfigError::Missing {
+            variable: "QNP_SESSION_SECRET".into(),
+            reason: "it signs and verifies session cookies".into(),
+        })?;
+        let public_url = config.public_url.clone().ok_or(ConfigError::Missing {
+            variable: "QNP_PUBLIC_URL".into(),
+            reason: "sign-in redirects and the CSRF origin check need it".into(),
+        })?;
+        let web = WebAuth {
+            sessions: Sessions::new(secret.as_bytes()),
+            records,
+            public_origin: origin_of(&public_url),
+        };
+        Ok((web, public_url))
+    }
+}
+
 /// The account a request is signed in as, for handlers (`Extension<SignedIn>`).
 #[derive(Clone, Debug)]
 pub struct SignedIn {

@@ -3,10 +3,9 @@
 use std::sync::Arc;
 
 use qnp_auth::{Auth, router};
-use qnp_shared::config::{Config, ConfigError};
-use qnp_shared::sessions::Sessions;
+use qnp_shared::config::Config;
 use qnp_shared::store::Stores;
-use qnp_shared::web::{WebAuth, origin_of};
+use qnp_shared::web::WebAuth;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -17,20 +16,9 @@ async fn main() -> Result<(), lambda_http::Error> {
         .init();
     let config = Config::load().await?;
     config.require_cloud_stores()?;
-    let secret = config.session_secret.clone().ok_or(ConfigError::Missing {
-        variable: "QNP_SESSION_SECRET".into(),
-        reason: "it signs session cookies".into(),
-    })?;
-    let public_url = config.public_url.clone().ok_or(ConfigError::Missing {
-        variable: "QNP_PUBLIC_URL".into(),
-        reason: "sign-in redirects and the CSRF origin check need it".into(),
-    })?;
     let stores = Stores::from_config(&config).await?;
-    let web = Arc::new(WebAuth {
-        sessions: Sessions::new(secret.as_bytes()),
-        records: stores.records.clone(),
-        public_origin: origin_of(&public_url),
-    });
+    let (web, public_url) = WebAuth::for_lambda(&config, stores.records.clone())?;
+    let web = Arc::new(web);
     let auth = Arc::new(Auth::new(
         &config,
         web,

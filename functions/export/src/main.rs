@@ -4,10 +4,9 @@
 use std::sync::Arc;
 
 use qnp_export::{Export, router};
-use qnp_shared::config::{Config, ConfigError};
-use qnp_shared::sessions::Sessions;
+use qnp_shared::config::Config;
 use qnp_shared::store::Stores;
-use qnp_shared::web::{WebAuth, origin_of};
+use qnp_shared::web::WebAuth;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -18,20 +17,9 @@ async fn main() -> Result<(), lambda_http::Error> {
         .init();
     let config = Config::load().await?;
     config.require_cloud_stores()?;
-    let secret = config.session_secret.clone().ok_or(ConfigError::Missing {
-        variable: "QNP_SESSION_SECRET".into(),
-        reason: "it verifies session cookies".into(),
-    })?;
-    let public_url = config.public_url.clone().ok_or(ConfigError::Missing {
-        variable: "QNP_PUBLIC_URL".into(),
-        reason: "the CSRF origin check needs it".into(),
-    })?;
     let stores = Stores::from_config(&config).await?;
-    let web = Arc::new(WebAuth {
-        sessions: Sessions::new(secret.as_bytes()),
-        records: stores.records.clone(),
-        public_origin: origin_of(&public_url),
-    });
+    let (web, _) = WebAuth::for_lambda(&config, stores.records.clone())?;
+    let web = Arc::new(web);
     let app = qnp_shared::web::with_fallbacks(router(Arc::new(Export { web })));
     if std::env::var("QNP_RESPONSE_STREAMING").is_ok_and(|v| v == "true") {
         lambda_http::run_with_streaming_response(app).await
