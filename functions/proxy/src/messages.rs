@@ -1,7 +1,8 @@
 //! `POST /v1/messages`: the Anthropic Messages API, for tools that speak it (the `anthropic` SDKs,
 //! Claude Code). Keys come as `x-api-key` or `Authorization: Bearer`; errors use Anthropic's shape.
 //! `anthropic/` models are served natively: the request and the reply pass through unchanged but for
-//! the model name, and usage is read from Anthropic's own events.
+//! the model name, and usage is read from Anthropic's own events. `openai/` models are served by
+//! translation (shared::providers::messages_bridge).
 
 use std::sync::Arc;
 

@@ -19,6 +19,7 @@ use crate::usage::TokenUsage;
 
 pub mod anthropic;
 pub mod gemini;
+pub mod messages_bridge;
 pub mod openai;
 pub mod sse;
 

@@ -1,6 +1,7 @@
-//! OpenAI and every server that speaks its API (vLLM, Ollama, LM Studio, ...): requests and replies are
-//! already in the gateway's format, so this only swaps the model name, asks for stream usage, and reads
-//! usage out of the reply without altering it.
+//! OpenAI and every server that speaks its API (vLLM, Ollama, LM Studio, ...): chat requests and replies
+//! are already in the gateway's format, so this only swaps the model name, asks for stream usage, and
+//! reads usage out of the reply without altering it. Anthropic Messages requests (`/v1/messages`) are
+//! translated by `messages_bridge`.
 
 use std::time::Duration;
 
@@ -11,7 +12,10 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::sse::{self, SseFramer};
-use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Timeouts, upstream_error};
+use super::{
+    ChatRequest, Provider, Reply, RequestBody, StreamItem, Timeouts, messages_bridge,
+    upstream_error,
+};
 use crate::catalog::Model;
 use crate::error::GatewayError;
 use crate::usage::TokenUsage;
@@ -261,6 +265,33 @@ impl Provider for OpenAi {
             .post(&self.embeddings_url, body.to_bytes(), false)
             .await?;
         self.complete(response).await
+    }
+
+    /// Anthropic Messages by translation (see messages_bridge): the request becomes a chat completion,
+    /// and the reply comes back as an Anthropic message or Anthropic's named stream events.
+    async fn messages(&self, model: &Model, request: ChatRequest) -> Result<Reply, GatewayError> {
+        let translated = messages_bridge::to_chat_request(&request.body, model, request.stream)?;
+        let body = Bytes::from(serde_json::to_vec(&translated.body).expect("JSON serialises"));
+        let response = self.post(&self.chat_url, body, request.stream).await?;
+        if request.stream {
+            let translator = messages_bridge::StreamTranslator::new(model, translated.tool_names);
+            return Ok(Reply::Stream(messages_bridge::message_stream(
+                response.bytes_stream(),
+                translator,
+                self.timeouts.idle,
+            )));
+        }
+        let bytes = read_body(response, self.timeouts.first_byte).await?;
+        let completion: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
+            tracing::warn!("unparsable openai reply");
+            GatewayError::UpstreamFailed
+        })?;
+        let (message, usage) =
+            messages_bridge::to_message(&completion, model, &translated.tool_names)?;
+        Ok(Reply::Complete {
+            body: Bytes::from(serde_json::to_vec(&message).expect("JSON serialises")),
+            usage,
+        })
     }
 }
 
