@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::sse::{self, SseFramer};
+use super::sse::{self, UpstreamEvents};
 use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Timeouts, upstream_error};
 use crate::catalog::Model;
 use crate::error::GatewayError;
@@ -627,34 +627,25 @@ fn event_stream(
     model: &Model,
     idle: Duration,
 ) -> futures_util::stream::BoxStream<'static, StreamItem> {
-    let mut body = response.bytes_stream();
+    let mut events = UpstreamEvents::new(response, idle, "anthropic");
     let mut translator = StreamTranslator::new(model);
     async_stream::stream! {
-        let mut framer = SseFramer::default();
-        loop {
-            let chunk = match tokio::time::timeout(idle, body.next()).await {
-                Err(_) => { yield StreamItem::Failed(GatewayError::UpstreamTimeout); return; }
-                Ok(Some(Ok(chunk))) => chunk,
-                Ok(Some(Err(e))) => {
-                    tracing::warn!(error = %e, "anthropic stream broke");
-                    yield StreamItem::Failed(GatewayError::UpstreamFailed);
-                    return;
-                }
-                Ok(None) => break,
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(err) => { yield StreamItem::Failed(err); return; }
             };
-            for event in framer.push(chunk) {
-                let Some(data) = sse::data(&event) else { continue };
-                let Ok(data) = serde_json::from_slice::<Value>(&data) else { continue };
-                let name = sse::event_name(&event)
-                    .map(|n| String::from_utf8_lossy(n).into_owned())
-                    .or_else(|| data["type"].as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                for item in translator.on_event(&name, &data) {
-                    let done = matches!(item, StreamItem::Event { last: true, .. } | StreamItem::Failed(_));
-                    yield item;
-                    if done {
-                        return;
-                    }
+            let Some(data) = sse::data(&event) else { continue };
+            let Ok(data) = serde_json::from_slice::<Value>(&data) else { continue };
+            let name = sse::event_name(&event)
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .or_else(|| data["type"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            for item in translator.on_event(&name, &data) {
+                let done = matches!(item, StreamItem::Event { last: true, .. } | StreamItem::Failed(_));
+                yield item;
+                if done {
+                    return;
                 }
             }
         }
@@ -670,19 +661,15 @@ fn passthrough_stream(
     response: reqwest::Response,
     idle: Duration,
 ) -> futures_util::stream::BoxStream<'static, StreamItem> {
-    let mut body = response.bytes_stream();
+    let mut events = UpstreamEvents::new(response, idle, "anthropic");
     async_stream::stream! {
-        let mut framer = SseFramer::default();
         let mut usage = AnthropicUsage::default();
-        loop {
-            let chunk = match tokio::time::timeout(idle, body.next()).await {
-                Err(_) => { yield StreamItem::Failed(GatewayError::UpstreamTimeout); return; }
-                Ok(Some(Ok(chunk))) => chunk,
-                Ok(Some(Err(_))) => { yield StreamItem::Failed(GatewayError::UpstreamFailed); return; }
-                Ok(None) => break,
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(err) => { yield StreamItem::Failed(err); return; }
             };
-            for event in framer.push(chunk) {
-                let name = sse::event_name(&event).map(<[u8]>::to_vec).unwrap_or_default();
+            let name = sse::event_name(&event).map(<[u8]>::to_vec).unwrap_or_default();
                 let mut reported = None;
                 if (name == b"message_start" || name == b"message_delta")
                     && let Some(data) = sse::data(&event)
@@ -711,7 +698,6 @@ fn passthrough_stream(
                 if last {
                     return;
                 }
-            }
         }
         yield StreamItem::Failed(GatewayError::UpstreamFailed);
     }

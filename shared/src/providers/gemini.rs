@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::sse::{self, SseFramer};
+use super::sse::{self, UpstreamEvents};
 use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Timeouts, upstream_error};
 use crate::catalog::Model;
 use crate::error::GatewayError;
@@ -787,41 +787,25 @@ fn event_stream(
     model: &Model,
     idle: Duration,
 ) -> futures_util::stream::BoxStream<'static, StreamItem> {
-    let mut body = response.bytes_stream();
+    let mut events = UpstreamEvents::new(response, idle, "google");
     let mut translator = StreamTranslator::new(model);
     async_stream::stream! {
-        let mut framer = SseFramer::default();
-        loop {
-            let chunk = match tokio::time::timeout(idle, body.next()).await {
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(event) => event,
                 // A reply that already finished lacks nothing but its usage: end it rather than fail.
-                Err(_) if translator.finished => break,
-                Err(_) => { yield StreamItem::Failed(GatewayError::UpstreamTimeout); return; }
-                Ok(Some(Ok(chunk))) => chunk,
-                Ok(Some(Err(e))) => {
-                    tracing::warn!(error = %e, "gemini stream broke");
-                    yield StreamItem::Failed(GatewayError::UpstreamFailed);
-                    return;
-                }
-                Ok(None) => break,
+                Err(GatewayError::UpstreamTimeout) if translator.finished => break,
+                Err(err) => { yield StreamItem::Failed(err); return; }
             };
-            for event in framer.push(chunk) {
-                for item in translate_event(&mut translator, &event) {
-                    let failed = matches!(item, StreamItem::Failed(_));
-                    yield item;
-                    if failed {
-                        return;
-                    }
+            for item in translate_event(&mut translator, &event) {
+                let failed = matches!(item, StreamItem::Failed(_));
+                yield item;
+                if failed {
+                    return;
                 }
             }
         }
-        let mut items = framer
-            .finish()
-            .map(|tail| translate_event(&mut translator, &tail))
-            .unwrap_or_default();
-        if !items.iter().any(|i| matches!(i, StreamItem::Failed(_))) {
-            items.extend(translator.on_end());
-        }
-        for item in items {
+        for item in translator.on_end() {
             let done = matches!(item, StreamItem::Failed(_));
             yield item;
             if done {

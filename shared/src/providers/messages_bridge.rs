@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::{FutureExt, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::openai::OpenAiUsage;
-use super::sse::{self, SseFramer};
+use super::sse::{self, UpstreamEvents};
 use super::{RequestBody, StreamItem};
 use crate::catalog::Model;
 use crate::error::GatewayError;
@@ -779,39 +779,19 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: Display + Send + 'static,
 {
-    let mut body = Box::pin(body);
+    let mut events = UpstreamEvents::from_stream(body, idle, "openai");
     async_stream::stream! {
-        let mut framer = SseFramer::default();
-        loop {
-            let (events, ended) = match tokio::time::timeout(idle, body.next()).await {
-                Err(_) => {
-                    yield StreamItem::Failed(GatewayError::UpstreamTimeout);
-                    return;
-                }
-                Ok(Some(Ok(chunk))) => (framer.push(chunk), false),
-                Ok(Some(Err(e))) => {
-                    tracing::warn!(error = %e, "upstream stream broke");
-                    yield StreamItem::Failed(GatewayError::UpstreamFailed);
-                    return;
-                }
-                Ok(None) => (framer.finish().into_iter().collect(), true),
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(err) => { yield StreamItem::Failed(err); return; }
             };
-            for event in events {
-                for item in translator.on_event(&event) {
-                    let end = matches!(item, StreamItem::Event { last: true, .. } | StreamItem::Failed(_));
-                    if end {
-                        // Consume the end of the body if it already arrived, so the pooled connection
-                        // can be reused; never wait for it.
-                        let _ = body.next().now_or_never();
-                    }
-                    yield item;
-                    if end {
-                        return;
-                    }
+            for item in translator.on_event(&event) {
+                let end = matches!(item, StreamItem::Event { last: true, .. } | StreamItem::Failed(_));
+                yield item;
+                if end {
+                    return;
                 }
-            }
-            if ended {
-                break;
             }
         }
         tracing::warn!("upstream stream ended without [DONE]");
@@ -1067,7 +1047,7 @@ mod tests {
     #[test]
     fn streams_translate_text_then_a_tool_call_with_final_usage() {
         let mut t = StreamTranslator::new(&model(), ToolNames::default());
-        let mut framer = SseFramer::default();
+        let mut framer = sse::SseFramer::default();
         let mut items = Vec::new();
         for event in framer.push(Bytes::from(sse_bytes(&openai_events(), true))) {
             items.extend(t.on_event(&event));

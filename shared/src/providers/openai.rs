@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::sse::{self, SseFramer};
+use super::sse::{self, UpstreamEvents};
 use super::{
     ChatRequest, Provider, Reply, RequestBody, StreamItem, Timeouts, messages_bridge,
     upstream_error,
@@ -186,40 +186,13 @@ fn event_stream(
     response: reqwest::Response,
     idle: Duration,
 ) -> futures_util::stream::BoxStream<'static, StreamItem> {
-    let mut body = response.bytes_stream();
+    let mut events = UpstreamEvents::new(response, idle, "openai");
     async_stream::stream! {
-        let mut framer = SseFramer::default();
-        loop {
-            match tokio::time::timeout(idle, body.next()).await {
-                Err(_) => {
-                    yield StreamItem::Failed(GatewayError::UpstreamTimeout);
-                    return;
-                }
-                Ok(Some(Ok(chunk))) => {
-                    for event in framer.push(chunk) {
-                        let item = classify(event);
-                        let done = matches!(item, StreamItem::Event { last: true, .. });
-                        if done {
-                            // Consume the end of the body if it already arrived, so the pooled
-                            // connection can be reused; never wait for it.
-                            let _ = body.next().now_or_never();
-                        }
-                        yield item;
-                        if done {
-                            return;
-                        }
-                    }
-                }
-                Ok(Some(Err(e))) => {
-                    tracing::warn!(error = %e, "upstream stream broke");
-                    yield StreamItem::Failed(GatewayError::UpstreamFailed);
-                    return;
-                }
-                Ok(None) => break,
-            }
-        }
-        if let Some(tail) = framer.finish() {
-            let item = classify(tail);
+        while let Some(event) = events.next().await {
+            let item = match event {
+                Ok(event) => classify(event),
+                Err(err) => { yield StreamItem::Failed(err); return; }
+            };
             let done = matches!(item, StreamItem::Event { last: true, .. });
             yield item;
             if done {

@@ -4,7 +4,14 @@
 //! few that carry usage. So this splits the byte stream at event boundaries into zero-copy `Bytes` slices
 //! and offers the `data:` payload for inspection, instead of decoding every event into owned strings.
 
+use std::collections::VecDeque;
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
+use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, StreamExt};
+
+use crate::error::GatewayError;
 
 #[derive(Default)]
 pub struct SseFramer {
@@ -53,6 +60,79 @@ impl SseFramer {
     /// Whatever is left when the stream ends (an unterminated final event).
     pub fn finish(&mut self) -> Option<Bytes> {
         (!self.buffer.is_empty()).then(|| self.buffer.split().freeze())
+    }
+}
+
+/// An upstream's SSE body as complete events, each provider's reading loop in one place: the idle
+/// timeout applies between chunks, a broken body or a stall is a `GatewayError`, and an unterminated
+/// final event is still delivered at the end of the body.
+pub struct UpstreamEvents {
+    body: BoxStream<'static, Result<Bytes, String>>,
+    framer: SseFramer,
+    ready: VecDeque<Bytes>,
+    idle: Duration,
+    provider: &'static str,
+    ended: bool,
+}
+
+impl UpstreamEvents {
+    pub fn new(
+        response: reqwest::Response,
+        idle: Duration,
+        provider: &'static str,
+    ) -> UpstreamEvents {
+        UpstreamEvents::from_stream(response.bytes_stream(), idle, provider)
+    }
+
+    /// Over any byte stream (tests feed synthetic chunkings and failures).
+    pub fn from_stream<S, E>(body: S, idle: Duration, provider: &'static str) -> UpstreamEvents
+    where
+        S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        UpstreamEvents {
+            body: body.map(|chunk| chunk.map_err(|e| e.to_string())).boxed(),
+            framer: SseFramer::default(),
+            ready: VecDeque::new(),
+            idle,
+            provider,
+            ended: false,
+        }
+    }
+
+    /// The next complete event; `None` once the body has ended cleanly.
+    pub async fn next(&mut self) -> Option<Result<Bytes, GatewayError>> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Some(Ok(event));
+            }
+            if self.ended {
+                return None;
+            }
+            match tokio::time::timeout(self.idle, self.body.next()).await {
+                Err(_) => return Some(Err(GatewayError::UpstreamTimeout)),
+                Ok(Some(Ok(chunk))) => self.ready.extend(self.framer.push(chunk)),
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(provider = self.provider, error = %e, "upstream stream broke");
+                    return Some(Err(GatewayError::UpstreamFailed));
+                }
+                Ok(None) => {
+                    self.ended = true;
+                    self.ready.extend(self.framer.finish());
+                }
+            }
+        }
+    }
+}
+
+impl Drop for UpstreamEvents {
+    fn drop(&mut self) {
+        // Done with the protocol before the body ended (OpenAI's [DONE], Anthropic's message_stop):
+        // consume the end of the body if it already arrived, so the pooled connection can be reused.
+        // Never waits.
+        if !self.ended {
+            let _ = self.body.next().now_or_never();
+        }
     }
 }
 
