@@ -100,3 +100,27 @@ def test_openai_sdk_reaches_an_anthropic_model_by_translation(claude_gateway):
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "echo: and streamed"
     assert chunks[-1].usage.completion_tokens == 3
+
+
+def test_anthropic_sdk_reaches_an_openai_model_by_translation(claude_gateway):
+    gateway, _ = claude_gateway
+    email = unique_email("bridge")
+    client = sdk(gateway, gateway.create_key(email))
+    message = client.messages.create(
+        model="openai/gpt-4o-mini",
+        max_tokens=32,
+        system="Be brief.",
+        messages=[{"role": "user", "content": "bridge me"}],
+    )
+    assert message.content[0].text == "echo: bridge me"
+    assert message.stop_reason == "end_turn"
+    with client.messages.stream(
+        model="openai/gpt-4o-mini", max_tokens=32, messages=[{"role": "user", "content": "bridge the stream"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "echo: bridge the stream"
+    assert final.usage.output_tokens > 0
+    rows = gateway.usage_rows(email, 2)
+    assert {(r["endpoint"], r["model"]) for r in rows} == {("/v1/messages", "openai/gpt-4o-mini")}
+    assert all(int(r["completion_tokens"]) > 0 for r in rows)
