@@ -62,6 +62,10 @@ pub enum GatewayError {
     NotImplemented(String),
     #[error("the upstream provider failed to answer")]
     UpstreamFailed,
+    /// The upstream refused the gateway's own credential (401/403): the operator's to fix, and not
+    /// worth retrying. Reported to the client like any upstream failure.
+    #[error("the upstream provider failed to answer")]
+    UpstreamCredentialRefused,
     /// Anthropic's 529 and its `overloaded_error` event: retriable, and not the gateway's fault.
     #[error("the upstream provider is overloaded; retry shortly")]
     UpstreamOverloaded,
@@ -127,7 +131,7 @@ impl GatewayError {
             ProviderNotConfigured { .. } => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamRejected { status, .. } => *status,
             NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            UpstreamFailed => StatusCode::BAD_GATEWAY,
+            UpstreamFailed | UpstreamCredentialRefused => StatusCode::BAD_GATEWAY,
             UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -152,7 +156,7 @@ impl GatewayError {
             ProviderNotConfigured { .. } => "provider_not_configured",
             UpstreamRejected { kind, .. } => kind,
             NotImplemented(_) => "not_implemented",
-            UpstreamFailed => "upstream_error",
+            UpstreamFailed | UpstreamCredentialRefused => "upstream_error",
             UpstreamOverloaded => "upstream_overloaded",
             UpstreamTimeout => "upstream_timeout",
             MethodNotAllowed => "method_not_allowed",

@@ -99,6 +99,9 @@ async fn client_errors_are_not_retried_and_unknown_fallbacks_are_refused() {
     let s = setup("noretry@example.com").await;
     assert_eq!(s.chat(ask("openai/mock-400")).await.status(), 400);
     assert_eq!(s.calls_to("mock-400"), 1);
+    // The upstream refusing the gateway's own credential is not retried either.
+    assert_eq!(s.chat(ask("openai/mock-401")).await.status(), 502);
+    assert_eq!(s.calls_to("mock-401"), 1);
     let mut body = ask("openai/gpt-4o-mini");
     body["models"] = json!(["openai/nope"]);
     let response = s.chat(body).await;

@@ -257,6 +257,14 @@ pub fn upstream_error(provider: &str, status: u16, body: &[u8]) -> GatewayError 
             }
         }
         529 => GatewayError::UpstreamOverloaded,
+        401 | 403 => {
+            tracing::error!(
+                provider,
+                status,
+                "the upstream refused the gateway's credential"
+            );
+            GatewayError::UpstreamCredentialRefused
+        }
         // Gemini's 503 UNAVAILABLE is "the model is overloaded": retriable, like Anthropic's 529.
         503 if provider == "google" => GatewayError::UpstreamOverloaded,
         _ => {
