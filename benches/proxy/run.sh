@@ -33,7 +33,8 @@ QNP=${QNP_BIN:-$TARGET_DIR/bench-fast/qnp}
 for v in $(compgen -e | grep -E '^(QNP_|OPENAI_|ANTHROPIC_|GEMINI_)' || true); do unset "$v"; done
 
 RUN=$OUT/proxy-run-$$
-DATA=$OUT/data-$$
+# QNP_BENCH_DATA_DIR lets a run put the embedded store elsewhere (e.g. tmpfs) to separate disk from CPU.
+DATA=${QNP_BENCH_DATA_DIR:-$OUT/data-$$}
 NGX=$RUN/nginx
 mkdir -p "$RUN" "$NGX/tmp" "$NGX/logs"
 rm -rf "$DATA"
@@ -359,6 +360,8 @@ fact rss_stream_kb "$(rss_kb)"
 stop_qnp
 
 # ---- anthropic/ route: OpenAI format in, Anthropic Messages upstream, translated both ways ----------
+# BENCH_ANTHROPIC=0 skips it (e.g. to compare against a build from before the route existed).
+if [[ ${BENCH_ANTHROPIC:-1} == 1 ]]; then
 ANTH_CHAT_BODY='{"model":"anthropic/claude-sonnet-4-5","messages":[{"role":"user","content":"Say hello"}]}'
 ANTH_STREAM_BODY='{"model":"anthropic/claude-sonnet-4-5","messages":[{"role":"user","content":"Say hello"}],"stream":true}'
 ANTH_DIRECT_BODY='{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"user","content":"Say hello"}]}'
@@ -387,6 +390,7 @@ bounded python3 "$HERE/ttfb.py" --url "$DURL" --auth bench --body "$RUN/anth-dir
 bounded python3 "$HERE/ttfb.py" --url "$QURL" --auth "$KEY" --body "$RUN/anth-stream-body.json" -n "$TTFB_N" --max-seconds 120 \
     >"$RUN/ttfb-anth-qnp.json" || die "ttfb (anthropic through QNP) failed"
 stop_qnp
+fi
 
 # ---- report ------------------------------------------------------------------------------------------
 python3 "$HERE/report.py" "$RUN" | tee "$OUT/results.md"
