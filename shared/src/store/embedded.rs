@@ -222,59 +222,9 @@ impl EmbeddedStore {
         Ok(f(&conn)?)
     }
 
-    fn write_usage(&self, rows: &[UsageRecord]) -> anyhow::Result<()> {
-        let mut conn = self.conn.lock().expect("embedded store lock");
-        let tx = conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(&format!(
-                "INSERT INTO usage ({USAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
-                 ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)
-                 ON CONFLICT (request_id) DO NOTHING"
-            ))?;
-            for r in rows {
-                stmt.execute(params![
-                    r.request_id,
-                    millis(r.timestamp),
-                    r.account_id,
-                    r.api_key_id,
-                    r.endpoint,
-                    r.provider,
-                    r.model,
-                    r.streamed,
-                    r.status,
-                    r.usage.prompt_tokens,
-                    r.usage.completion_tokens,
-                    r.usage.cached_tokens,
-                    r.usage.cache_write_tokens,
-                    r.usage.reasoning_tokens,
-                    r.latency_ms,
-                    r.ttft_ms,
-                    r.cost_usd,
-                    r.price_version,
-                    r.error_type,
-                    r.source_ip,
-                    r.usage.estimated,
-                ])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {
         let conn = self.conn.lock().expect("embedded store lock");
         Ok(f(&conn)?)
-    }
-}
-
-/// Runs blocking work without stalling the runtime: on a multi-threaded runtime the worker's other
-/// tasks move to another thread for the duration; on a current-thread runtime (tests) it runs inline.
-fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(work)
-        }
-        _ => work(),
     }
 }
 
@@ -588,9 +538,42 @@ impl RecordStore for EmbeddedStore {
     }
 
     async fn insert_usage(&self, rows: &[UsageRecord]) -> anyhow::Result<()> {
-        // A batch commit takes long enough to stall a request if it ran on one of the runtime's few
-        // workers: hand the worker's other tasks away while this one writes.
-        off_the_workers(|| self.write_usage(rows))
+        let mut conn = self.conn.lock().expect("embedded store lock");
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(&format!(
+                "INSERT INTO usage ({USAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                 ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)
+                 ON CONFLICT (request_id) DO NOTHING"
+            ))?;
+            for r in rows {
+                stmt.execute(params![
+                    r.request_id,
+                    millis(r.timestamp),
+                    r.account_id,
+                    r.api_key_id,
+                    r.endpoint,
+                    r.provider,
+                    r.model,
+                    r.streamed,
+                    r.status,
+                    r.usage.prompt_tokens,
+                    r.usage.completion_tokens,
+                    r.usage.cached_tokens,
+                    r.usage.cache_write_tokens,
+                    r.usage.reasoning_tokens,
+                    r.latency_ms,
+                    r.ttft_ms,
+                    r.cost_usd,
+                    r.price_version,
+                    r.error_type,
+                    r.source_ip,
+                    r.usage.estimated,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     async fn usage_totals(
