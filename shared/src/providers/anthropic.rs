@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::openai_format::{now_unix, sse_event, stream_end, usage_json};
 use super::sse::{self, UpstreamEvents};
 use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Timeouts, upstream_error};
 use crate::catalog::Model;
@@ -395,20 +396,6 @@ impl AnthropicUsage {
     }
 }
 
-fn openai_usage(u: &TokenUsage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": u.cache_write_tokens},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-    })
-}
-
-fn now_unix() -> u64 {
-    time::OffsetDateTime::now_utc().unix_timestamp() as u64
-}
-
 /// A whole Anthropic message as an OpenAI chat.completion.
 fn to_chat_completion(message: &Value, model: &Model) -> (Value, TokenUsage) {
     let mut text = String::new();
@@ -449,7 +436,7 @@ fn to_chat_completion(message: &Value, model: &Model) -> (Value, TokenUsage) {
         "created": now_unix(),
         "model": model.id,
         "choices": [{"index": 0, "message": assistant, "logprobs": null, "finish_reason": finish}],
-        "usage": openai_usage(&usage),
+        "usage": usage_json(&usage),
     });
     (completion, usage)
 }
@@ -469,10 +456,6 @@ struct StreamTranslator {
     stop_reason: Option<String>,
 }
 
-fn event_bytes(value: &Value) -> Bytes {
-    Bytes::from(format!("data: {value}\n\n"))
-}
-
 impl StreamTranslator {
     fn new(model: &Model) -> StreamTranslator {
         StreamTranslator {
@@ -490,7 +473,7 @@ impl StreamTranslator {
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> StreamItem {
         StreamItem::Event {
-            bytes: event_bytes(&json!({
+            bytes: sse_event(&json!({
                 "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                 "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
             })),
@@ -583,27 +566,7 @@ impl StreamTranslator {
                 };
                 vec![self.chunk(json!({}), Some(finish))]
             }
-            "message_stop" => {
-                let usage = self.usage.tokens();
-                let usage_chunk = json!({
-                    "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                    "choices": [], "usage": openai_usage(&usage),
-                });
-                vec![
-                    StreamItem::Event {
-                        bytes: event_bytes(&usage_chunk),
-                        usage: Some(usage),
-                        usage_only: true,
-                        last: false,
-                    },
-                    StreamItem::Event {
-                        bytes: Bytes::from_static(b"data: [DONE]\n\n"),
-                        usage: None,
-                        usage_only: false,
-                        last: true,
-                    },
-                ]
-            }
+            "message_stop" => stream_end(&self.id, self.created, &self.model, self.usage.tokens()),
             "error" => {
                 let kind = data["error"]["type"].as_str().unwrap_or("api_error");
                 tracing::warn!(

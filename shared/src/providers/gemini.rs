@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::openai_format::{now_unix, sse_event, stream_end, usage_json};
 use super::sse::{self, UpstreamEvents};
 use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Timeouts, upstream_error};
 use crate::catalog::Model;
@@ -533,20 +534,6 @@ fn usage_of(response: &Value) -> Option<UsageMetadata> {
     serde_json::from_value(response.get("usageMetadata")?.clone()).ok()
 }
 
-fn openai_usage(u: &TokenUsage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-    })
-}
-
-fn now_unix() -> u64 {
-    time::OffsetDateTime::now_utc().unix_timestamp() as u64
-}
-
 fn completion_id(response: &Value) -> String {
     match response["responseId"].as_str() {
         Some(id) => format!("chatcmpl-{id}"),
@@ -622,7 +609,7 @@ fn to_chat_completion(response: &Value, model: &Model) -> (Value, TokenUsage) {
         "created": now_unix(),
         "model": model.id,
         "choices": [{"index": 0, "message": assistant, "logprobs": null, "finish_reason": finish}],
-        "usage": openai_usage(&usage),
+        "usage": usage_json(&usage),
     });
     (completion, usage)
 }
@@ -642,10 +629,6 @@ fn stream_error(error: &Value) -> GatewayError {
     } else {
         GatewayError::UpstreamFailed
     }
-}
-
-fn event_bytes(value: &Value) -> Bytes {
-    Bytes::from(format!("data: {value}\n\n"))
 }
 
 /// Translates one Gemini stream into OpenAI chunks. Every Gemini event is a whole response object whose
@@ -675,7 +658,7 @@ impl StreamTranslator {
 
     fn event(&self, body: Value) -> StreamItem {
         StreamItem::Event {
-            bytes: event_bytes(&body),
+            bytes: sse_event(&body),
             usage: None,
             usage_only: false,
             last: false,
@@ -749,25 +732,12 @@ impl StreamTranslator {
             tracing::warn!("gemini stream ended without a finishReason");
             return vec![StreamItem::Failed(GatewayError::UpstreamFailed)];
         }
-        let usage = self.usage.tokens();
-        let usage_chunk = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [], "usage": openai_usage(&usage),
-        });
-        vec![
-            StreamItem::Event {
-                bytes: event_bytes(&usage_chunk),
-                usage: Some(usage),
-                usage_only: true,
-                last: false,
-            },
-            StreamItem::Event {
-                bytes: Bytes::from_static(b"data: [DONE]\n\n"),
-                usage: None,
-                usage_only: false,
-                last: true,
-            },
-        ]
+        stream_end(
+            self.id.as_deref().unwrap_or("chatcmpl-gemini"),
+            self.created,
+            &self.model,
+            self.usage.tokens(),
+        )
     }
 }
 

@@ -21,6 +21,7 @@ pub mod anthropic;
 pub mod gemini;
 pub mod messages_bridge;
 pub mod openai;
+mod openai_format;
 pub mod sse;
 
 /// A JSON request body as top-level fields whose values stay raw: the gateway reads and rewrites a few
