@@ -152,7 +152,7 @@ impl Call {
         self.streamed = streamed;
     }
 
-    pub fn set_request_bytes(&mut self, bytes: usize) {
+    fn set_request_bytes(&mut self, bytes: usize) {
         self.request_bytes = bytes;
     }
 
@@ -269,8 +269,27 @@ impl Call {
     }
 }
 
+/// The shared start of every route that takes a body: authenticate and admit, then read the body
+/// (within the size limit). Refusals are already rendered (and metered, once a key was verified).
+pub async fn begin_with_body(
+    proxy: &Arc<Proxy>,
+    request: axum::extract::Request,
+    endpoint: &'static str,
+    dialect: Dialect,
+) -> Result<(Call, Bytes), Response> {
+    let (parts, body) = request.into_parts();
+    let mut call = Call::begin(proxy, &parts, endpoint, dialect).await?;
+    match read_body(&parts, body, proxy.max_body_bytes).await {
+        Ok(body) => {
+            call.set_request_bytes(body.len());
+            Ok((call, body))
+        }
+        Err(err) => Err(call.fail(err).await),
+    }
+}
+
 /// Reads the request body up to the configured limit; larger bodies are refused before any upstream call.
-pub async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, GatewayError> {
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)

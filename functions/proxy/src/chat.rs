@@ -15,7 +15,7 @@ use qnp_shared::providers::{Reply, RequestBody, StreamItem};
 use qnp_shared::usage::TokenUsage;
 use serde::Deserialize;
 
-use crate::call::{Call, read_body};
+use crate::call::{Call, begin_with_body};
 use crate::{Proxy, routing};
 
 const ENDPOINT: &str = "/v1/chat/completions";
@@ -55,16 +55,10 @@ fn validate(body: &RequestBody) -> Result<(String, bool, bool), GatewayError> {
 }
 
 pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let mut call = match Call::begin(&proxy, &parts, ENDPOINT, Dialect::OpenAi).await {
-        Ok(call) => call,
+    let (mut call, body) = match begin_with_body(&proxy, request, ENDPOINT, Dialect::OpenAi).await {
+        Ok(started) => started,
         Err(response) => return response,
     };
-    let body = match read_body(&parts, body, proxy.max_body_bytes).await {
-        Ok(body) => body,
-        Err(err) => return call.fail(err).await,
-    };
-    call.set_request_bytes(body.len());
     let parsed = RequestBody::parse(&body).and_then(|body| validate(&body).map(|v| (body, v)));
     let (body, (model_id, stream, include_usage)) = match parsed {
         Ok(parsed) => parsed,

@@ -10,7 +10,7 @@ use qnp_shared::error::Dialect;
 use qnp_shared::providers::{Reply, RequestBody};
 
 use crate::Proxy;
-use crate::call::{Call, read_body};
+use crate::call::begin_with_body;
 
 const ENDPOINT: &str = "/v1/embeddings";
 
@@ -34,16 +34,10 @@ fn validate(body: &RequestBody) -> Result<String, GatewayError> {
 }
 
 pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let mut call = match Call::begin(&proxy, &parts, ENDPOINT, Dialect::OpenAi).await {
-        Ok(call) => call,
+    let (mut call, body) = match begin_with_body(&proxy, request, ENDPOINT, Dialect::OpenAi).await {
+        Ok(started) => started,
         Err(response) => return response,
     };
-    let body = match read_body(&parts, body, proxy.max_body_bytes).await {
-        Ok(body) => body,
-        Err(err) => return call.fail(err).await,
-    };
-    call.set_request_bytes(body.len());
     let (body, model_id) =
         match RequestBody::parse(&body).and_then(|b| validate(&b).map(|m| (b, m))) {
             Ok(parsed) => parsed,

@@ -13,7 +13,7 @@ use qnp_shared::catalog::ModelKind;
 use qnp_shared::error::Dialect;
 use qnp_shared::providers::{Reply, RequestBody};
 
-use crate::call::{Call, read_body};
+use crate::call::begin_with_body;
 use crate::chat::stream_response;
 use crate::{Proxy, routing};
 
@@ -45,16 +45,11 @@ fn validate(body: &RequestBody) -> Result<(String, bool), GatewayError> {
 }
 
 pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let mut call = match Call::begin(&proxy, &parts, ENDPOINT, Dialect::Anthropic).await {
-        Ok(call) => call,
-        Err(response) => return response,
-    };
-    let body = match read_body(&parts, body, proxy.max_body_bytes).await {
-        Ok(body) => body,
-        Err(err) => return call.fail(err).await,
-    };
-    call.set_request_bytes(body.len());
+    let (mut call, body) =
+        match begin_with_body(&proxy, request, ENDPOINT, Dialect::Anthropic).await {
+            Ok(started) => started,
+            Err(response) => return response,
+        };
     let (body, (model_id, stream)) =
         match RequestBody::parse(&body).and_then(|b| validate(&b).map(|v| (b, v))) {
             Ok(parsed) => parsed,
