@@ -20,6 +20,9 @@ pub struct Account {
     /// Sessions carry the version they were issued under; bumping it (logout, deletion) invalidates
     /// every outstanding session cookie server-side.
     pub session_version: i64,
+    /// What Stripe has told us about the account's subscription.
+    #[serde(default)]
+    pub billing: crate::billing::Billing,
 }
 
 impl Account {
@@ -33,6 +36,7 @@ impl Account {
             restricted: false,
             deletion_requested_at: None,
             session_version: 0,
+            billing: crate::billing::Billing::default(),
         }
     }
 

@@ -137,6 +137,27 @@ impl std::fmt::Debug for AppleConfig {
     }
 }
 
+/// Stripe: the API key for Checkout, the Billing Portal and customer deletion, and the signing secrets of
+/// the webhook endpoint. Each is optional: without them the free plan works and billing answers 503.
+#[derive(Clone)]
+pub struct StripeConfig {
+    pub secret_key: Option<String>,
+    /// Every secret a delivery may be signed with: during a rotation Stripe signs with both the old and the
+    /// new one, so `STRIPE_WEBHOOK_SECRET` takes a comma-separated list.
+    pub webhook_secrets: Vec<String>,
+    pub api_base: String,
+}
+
+impl std::fmt::Debug for StripeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeConfig")
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "<set>"))
+            .field("webhook_secrets", &self.webhook_secrets.len())
+            .field("api_base", &self.api_base)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub mongodb_uri: Option<String>,
@@ -150,6 +171,12 @@ pub struct Config {
     pub public_url: Option<String>,
     pub models_file: Option<PathBuf>,
     pub plans_file: Option<PathBuf>,
+    /// The plan table inline (`QNP_PLANS`, JSON), for deployments where a file is awkward.
+    pub plans_json: Option<String>,
+    pub stripe: StripeConfig,
+    /// How long a subscription whose payment failed keeps its plan before the account falls back to its
+    /// own plan.
+    pub billing_grace: Duration,
     /// Largest request body the proxy accepts, checked before any upstream call.
     pub max_body_bytes: usize,
     /// How long the upstream may take to send response headers.
@@ -252,6 +279,24 @@ impl Config {
             public_url,
             models_file: env.get("QNP_MODELS_FILE").map(PathBuf::from),
             plans_file: env.get("QNP_PLANS_FILE").map(PathBuf::from),
+            plans_json: env.get("QNP_PLANS").map(str::to_owned),
+            stripe: StripeConfig {
+                secret_key: env.get("STRIPE_SECRET_KEY").map(str::to_owned),
+                webhook_secrets: env
+                    .get("STRIPE_WEBHOOK_SECRET")
+                    .map(|v| {
+                        v.split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                api_base: env.url("QNP_STRIPE_API_BASE", "https://api.stripe.com")?,
+            },
+            billing_grace: Duration::from_secs_f64(
+                env.parse::<f64>("QNP_BILLING_GRACE_DAYS", 7.0)? * 86_400.0,
+            ),
             max_body_bytes: env.parse("QNP_MAX_BODY_BYTES", 8 * 1024 * 1024)?,
             upstream_first_byte_timeout: Duration::from_secs_f64(
                 env.parse("QNP_UPSTREAM_TIMEOUT_SECS", 120.0)?,

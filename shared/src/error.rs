@@ -42,6 +42,16 @@ pub enum GatewayError {
         "rate limit reached: {limit} requests per minute for this key; retry after {retry_after_secs} s"
     )]
     RateLimited { limit: u64, retry_after_secs: u64 },
+    /// The key's tokens-per-minute limit has no room for this request's worst case right now.
+    #[error(
+        "rate limit reached: {limit} tokens per minute for this key, and this request may use up to \
+         {requested}; retry after {retry_after_secs} s or lower max_tokens"
+    )]
+    TokenRateLimited {
+        limit: u64,
+        requested: u64,
+        retry_after_secs: u64,
+    },
     /// The provider is known but the operator has not configured its credential.
     #[error(
         "the {provider} provider is not configured on this gateway (the operator must set {variable})"
@@ -127,7 +137,7 @@ impl GatewayError {
             Conflict(_) => StatusCode::CONFLICT,
             BadRequest(_) => StatusCode::BAD_REQUEST,
             PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
-            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            RateLimited { .. } | TokenRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProviderNotConfigured { .. } => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamRejected { status, .. } => *status,
             NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
@@ -152,7 +162,7 @@ impl GatewayError {
             Conflict(_) => "conflict",
             BadRequest(_) => "invalid_request_error",
             PaymentRequired(_) => "insufficient_quota",
-            RateLimited { .. } => "rate_limit_exceeded",
+            RateLimited { .. } | TokenRateLimited { .. } => "rate_limit_exceeded",
             ProviderNotConfigured { .. } => "provider_not_configured",
             UpstreamRejected { kind, .. } => kind,
             NotImplemented(_) => "not_implemented",
@@ -171,7 +181,8 @@ impl GatewayError {
             InvalidKey | MissingKey => Some("invalid_api_key"),
             RevokedKey => Some("revoked_api_key"),
             UnknownModel(_) => Some("model_not_found"),
-            RateLimited { .. } => Some("rate_limit_exceeded"),
+            RateLimited { .. } | TokenRateLimited { .. } => Some("rate_limit_exceeded"),
+            PaymentRequired(_) => Some("spend_cap_reached"),
             UpstreamRejected { code, .. } => code.as_deref(),
             _ => None,
         }
@@ -262,6 +273,9 @@ impl IntoResponse for GatewayError {
             HeaderValue::from_static("application/json"),
         );
         if let GatewayError::RateLimited {
+            retry_after_secs, ..
+        }
+        | GatewayError::TokenRateLimited {
             retry_after_secs, ..
         } = self
         {

@@ -80,8 +80,28 @@ pub fn parse(presented: &str) -> Option<(&str, &str)> {
 pub struct AuthorizedKey {
     pub key_id: String,
     pub account_id: String,
+    /// The account's own plan; a live subscription in `billing` overrides it (see `plan_in_force`).
     pub plan: String,
     pub restricted: bool,
+    pub billing: crate::billing::Billing,
+}
+
+impl AuthorizedKey {
+    /// The plan whose limits apply at `now`, computed per request so that a grace period or a
+    /// cancellation ends exactly on time.
+    pub fn plan_in_force<'a>(
+        &self,
+        plans: &'a crate::plans::Plans,
+        now: OffsetDateTime,
+        grace: Duration,
+    ) -> &'a crate::plans::Plan {
+        self.billing.plan_in_force(
+            plans,
+            &self.plan,
+            now,
+            time::Duration::try_from(grace).unwrap_or(time::Duration::ZERO),
+        )
+    }
 }
 
 struct CachedKey {
@@ -206,6 +226,7 @@ impl KeyVerifier {
             account_id: account.id.clone(),
             plan: account.plan.clone(),
             restricted: account.restricted,
+            billing: account.billing.clone(),
         });
         self.cache.write().expect("key cache lock").insert(
             key_id.to_owned(),

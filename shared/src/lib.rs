@@ -1,6 +1,8 @@
 //! QNP's shared library: everything the Lambda functions and the `qnp` binary have in common.
 
 pub mod accounts;
+pub mod billing;
+pub mod budget;
 pub mod catalog;
 pub mod config;
 pub mod error;

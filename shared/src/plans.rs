@@ -36,9 +36,9 @@ pub struct Plans {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("QNP_PLANS_FILE {path}: {reason}")]
+#[error("{source_name}: {reason}")]
 pub struct PlansError {
-    path: String,
+    source_name: String,
     reason: String,
 }
 
@@ -47,19 +47,43 @@ impl Plans {
         Plans::from_list(serde_json::from_str(BUNDLED).expect("bundled plans are valid"))
     }
 
+    /// The plan table from `QNP_PLANS` (inline JSON), else `QNP_PLANS_FILE`, else the bundled one.
+    pub fn from_config(config: &crate::config::Config) -> Result<Plans, PlansError> {
+        match &config.plans_json {
+            Some(json) => Plans::from_json(json).map_err(|reason| PlansError {
+                source_name: "QNP_PLANS".into(),
+                reason,
+            }),
+            None => Plans::load(config.plans_file.as_deref()),
+        }
+    }
+
     pub fn load(path: Option<&Path>) -> Result<Plans, PlansError> {
         let Some(path) = path else {
             return Ok(Plans::bundled());
         };
         let err = |reason: String| PlansError {
-            path: path.display().to_string(),
+            source_name: format!("QNP_PLANS_FILE {}", path.display()),
             reason,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let list: Vec<Plan> = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        Plans::from_json(&text).map_err(err)
+    }
+
+    /// Parses and checks a plan table: a `free` plan exists, and no two plans share a Stripe price.
+    pub fn from_json(text: &str) -> Result<Plans, String> {
+        let list: Vec<Plan> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let mut prices = std::collections::HashSet::new();
+        for plan in &list {
+            if let Some(price) = &plan.stripe_price_id
+                && !prices.insert(price.as_str())
+            {
+                return Err(format!("two plans use the Stripe price '{price}'"));
+            }
+        }
         let plans = Plans::from_list(list);
         if plans.get(DEFAULT_PLAN).is_none() {
-            return Err(err(format!("there must be a '{DEFAULT_PLAN}' plan")));
+            return Err(format!("there must be a '{DEFAULT_PLAN}' plan"));
         }
         Ok(plans)
     }
@@ -81,6 +105,24 @@ impl Plans {
             .get(name)
             .or_else(|| self.by_name.get(DEFAULT_PLAN))
             .expect("the default plan exists")
+    }
+
+    /// The plan a Stripe price subscribes to.
+    pub fn by_stripe_price(&self, price_id: &str) -> Option<&Plan> {
+        self.by_name
+            .values()
+            .find(|p| p.stripe_price_id.as_deref() == Some(price_id))
+    }
+
+    /// Plans a user can buy through Checkout, cheapest limits first.
+    pub fn purchasable(&self) -> Vec<&Plan> {
+        let mut plans: Vec<&Plan> = self
+            .by_name
+            .values()
+            .filter(|p| p.stripe_price_id.is_some() && !p.operator_only)
+            .collect();
+        plans.sort_by_key(|p| (p.requests_per_minute, p.name.clone()));
+        plans
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {

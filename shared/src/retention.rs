@@ -1,5 +1,6 @@
 //! The retention cleaner: usage metadata is kept 30 days, and accounts whose owners asked for deletion
-//! are erased completely (records and counters).
+//! are erased completely (records, counters, and the Stripe customer, which also ends any subscription).
+//! The ledger of processed Stripe events is kept 30 days too (Stripe retries for three).
 //!
 //! It works in bounded batches, so a large backlog never holds much in memory or runs past its time
 //! budget; every step is idempotent, so an interrupted run is finished by the next one. It never deletes
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::billing::stripe_api::StripeApi;
 use crate::limits::counter_prefixes_for_key;
 use crate::store::{CounterStore, Erased, RecordStore};
 
@@ -30,6 +32,9 @@ pub struct Report {
     /// What the erased accounts held, summed.
     pub erased: Erased,
     pub counters_erased: u64,
+    /// Stripe customers of erased accounts deleted at Stripe (in a dry run: that would be).
+    pub stripe_customers_deleted: u64,
+    pub stripe_events_forgotten: u64,
     /// False when the time budget ran out first; the next run continues.
     pub complete: bool,
 }
@@ -46,6 +51,8 @@ pub enum Progress {
 pub struct Cleaner {
     pub records: Arc<dyn RecordStore>,
     pub counters: Arc<dyn CounterStore>,
+    /// Deletes erased accounts' Stripe customers; `None` where billing is not configured.
+    pub stripe: Option<StripeApi>,
     /// Stop starting new batches after this long (a Lambda invocation has 15 minutes).
     pub budget: Duration,
 }
@@ -77,6 +84,8 @@ impl Cleaner {
             accounts_erased: 0,
             erased: Erased::default(),
             counters_erased: 0,
+            stripe_customers_deleted: 0,
+            stripe_events_forgotten: 0,
             complete: true,
         };
 
@@ -104,13 +113,21 @@ impl Cleaner {
             .accounts_pending_erasure(if dry_run { u64::MAX >> 1 } else { 100 })
             .await?;
         let mut pending = pending.into_iter();
+        let mut left_pending = std::collections::HashSet::new();
         loop {
             let Some(account) = pending.next() else {
                 if dry_run {
                     break;
                 }
-                // Erased accounts leave the pending list, so the next page is the rest.
-                let next = self.records.accounts_pending_erasure(100).await?;
+                // Erased accounts leave the pending list, so the next page is the rest (less those
+                // left pending on purpose this run).
+                let next: Vec<_> = self
+                    .records
+                    .accounts_pending_erasure(100)
+                    .await?
+                    .into_iter()
+                    .filter(|a| !left_pending.contains(&a.id))
+                    .collect();
                 if next.is_empty() {
                     break;
                 }
@@ -122,17 +139,41 @@ impl Cleaner {
                 break;
             }
             let keys = self.records.keys_for_account(&account.id).await?;
-            let prefixes: Vec<String> = keys
+            let key_ids: Vec<String> = keys.iter().map(|k| k.key_id.clone()).collect();
+            let prefixes: Vec<String> = key_ids
                 .iter()
-                .flat_map(|k| counter_prefixes_for_key(&k.key_id))
+                .flat_map(|k| counter_prefixes_for_key(k))
+                .chain(crate::budget::counter_prefixes(&account.id, &key_ids))
                 .collect();
+            let customer = account.billing.stripe_customer_id.as_deref();
             if dry_run {
+                report.stripe_customers_deleted += u64::from(customer.is_some());
                 report.counters_erased += self.counters.erase_prefixes(&prefixes, true).await?;
                 report.add(self.records.count_account_data(&account.id).await?);
                 report.accounts_erased += 1;
                 continue;
             }
-            // Counters first: once the account record is gone its key ids can no longer be found.
+            // The Stripe customer first: once the account record is gone its id can no longer be found.
+            // Deleting it cancels any subscription at once, so nobody is billed for a deleted account.
+            if let Some(customer) = customer {
+                match &self.stripe {
+                    Some(stripe) => {
+                        if let Err(e) = stripe.delete_customer(customer).await {
+                            // Left pending: the next run tries again, within the 30 days promised.
+                            tracing::error!(account_id = %account.id, error = %e, "could not delete the Stripe customer; the account stays pending");
+                            report.complete = false;
+                            left_pending.insert(account.id.clone());
+                            continue;
+                        }
+                        report.stripe_customers_deleted += 1;
+                    }
+                    None => tracing::warn!(
+                        account_id = %account.id,
+                        "the account has a Stripe customer but STRIPE_SECRET_KEY is not set: delete it in the Stripe dashboard"
+                    ),
+                }
+            }
+            // Counters next: once the account record is gone its key ids can no longer be found.
             report.counters_erased += self.counters.erase_prefixes(&prefixes, false).await?;
             let mut usage = 0;
             loop {
@@ -149,6 +190,14 @@ impl Cleaner {
             progress(Progress::AccountErased);
         }
 
+        let events_cutoff = now - time::Duration::days(USAGE_RETENTION_DAYS);
+        if !dry_run {
+            report.stripe_events_forgotten = self
+                .records
+                .delete_stripe_events_before(events_cutoff)
+                .await?;
+        }
+
         tracing::info!(
             target: "qnp::retention",
             dry_run,
@@ -159,6 +208,8 @@ impl Cleaner {
             erased_keys = report.erased.keys,
             erased_identities = report.erased.identities,
             counters_erased = report.counters_erased,
+            stripe_customers_deleted = report.stripe_customers_deleted,
+            stripe_events_forgotten = report.stripe_events_forgotten,
             complete = report.complete,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "retention pass"

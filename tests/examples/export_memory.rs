@@ -129,7 +129,8 @@ async fn main() {
         plans,
         "http://127.0.0.1",
         "bench-secret-0123456789abcdef",
-    );
+    )
+    .expect("the gateway's configuration");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/usage/export.csv", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app.clone()).await.unwrap() });

@@ -119,7 +119,7 @@ impl TestGateway {
     ) -> TestGateway {
         let catalog =
             Arc::new(qnp_shared::catalog::Catalog::load(config.models_file.as_deref()).unwrap());
-        let plans = Arc::new(qnp_shared::plans::Plans::load(config.plans_file.as_deref()).unwrap());
+        let plans = Arc::new(qnp_shared::plans::Plans::from_config(&config).unwrap());
         let (usage, writer) = qnp_shared::usage_log::UsageLog::background(stores.records.clone());
         let addr = listener.local_addr().unwrap();
         let url = format!("http://{addr}");
@@ -136,7 +136,8 @@ impl TestGateway {
             plans,
             &public_url,
             &secret,
-        );
+        )
+        .expect("the gateway's configuration");
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
@@ -415,6 +416,43 @@ impl qnp_shared::store::RecordStore for CountingKeyReads {
     async fn count_account_data(&self, id: &str) -> anyhow::Result<qnp_shared::store::Erased> {
         self.inner.count_account_data(id).await
     }
+    async fn update_billing(
+        &self,
+        id: &str,
+        expected_version: i64,
+        billing: &qnp_shared::billing::Billing,
+    ) -> anyhow::Result<bool> {
+        self.inner
+            .update_billing(id, expected_version, billing)
+            .await
+    }
+    async fn account_by_stripe_customer(
+        &self,
+        customer_id: &str,
+    ) -> anyhow::Result<Option<qnp_shared::accounts::Account>> {
+        self.inner.account_by_stripe_customer(customer_id).await
+    }
+    async fn claim_stripe_event(
+        &self,
+        event_id: &str,
+        now: OffsetDateTime,
+        lease: std::time::Duration,
+    ) -> anyhow::Result<qnp_shared::store::EventClaim> {
+        self.inner.claim_stripe_event(event_id, now, lease).await
+    }
+    async fn complete_stripe_event(
+        &self,
+        event_id: &str,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        self.inner.complete_stripe_event(event_id, now).await
+    }
+    async fn release_stripe_event(&self, event_id: &str) -> anyhow::Result<()> {
+        self.inner.release_stripe_event(event_id).await
+    }
+    async fn delete_stripe_events_before(&self, cutoff: OffsetDateTime) -> anyhow::Result<u64> {
+        self.inner.delete_stripe_events_before(cutoff).await
+    }
     fn usage_for_account(
         &self,
         id: &str,
@@ -432,7 +470,7 @@ pub async fn lambda_proxy(env: &Env) -> (axum::Router, Stores) {
     let stores = Stores::from_config(&config).await.expect("stores");
     let catalog =
         Arc::new(qnp_shared::catalog::Catalog::load(config.models_file.as_deref()).unwrap());
-    let plans = Arc::new(qnp_shared::plans::Plans::load(config.plans_file.as_deref()).unwrap());
+    let plans = Arc::new(qnp_shared::plans::Plans::from_config(&config).unwrap());
     let usage = qnp_shared::usage_log::UsageLog::inline(stores.records.clone());
     let proxy = Arc::new(qnp_proxy::Proxy::new(
         &config, &stores, usage, catalog, plans,

@@ -483,6 +483,7 @@ fn cleaner(w: &World) -> Cleaner {
     Cleaner {
         records: w.gateway.stores.records.clone(),
         counters: w.gateway.stores.counters.clone(),
+        stripe: None,
         budget: std::time::Duration::from_secs(60),
     }
 }

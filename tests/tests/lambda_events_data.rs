@@ -172,6 +172,7 @@ async fn the_scheduled_event_runs_a_retention_pass() {
     let cleaner = Cleaner {
         records: stores.records.clone(),
         counters: stores.counters.clone(),
+        stripe: None,
         budget: std::time::Duration::from_secs(60),
     };
     let report = qnp_retention::handle(&cleaner, scheduled).await.unwrap();

@@ -402,6 +402,203 @@ async fn counters_contract(counters: Arc<dyn CounterStore>) {
     assert_eq!(counters.get(&key).await.unwrap(), 50);
 }
 
+/// Billing state by compare-and-set, lookup by Stripe customer, and the processed-event ledger.
+async fn billing_contract(store: Arc<dyn RecordStore>) {
+    use qnp_shared::billing::{Billing, Subscription};
+    use qnp_shared::store::EventClaim;
+    let email = format!("{}@example.com", qnp_tests::unique("billing"));
+    let account = store.account_for_email(&email, "free").await.unwrap();
+    assert_eq!(account.billing, Billing::default());
+    let customer = qnp_tests::unique("cus");
+    let billing = Billing {
+        stripe_customer_id: Some(customer.clone()),
+        subscription: Some(Subscription {
+            id: "sub_1".into(),
+            price_id: "price_pro".into(),
+            status: "active".into(),
+            current_period_end: ms(OffsetDateTime::now_utc() + Duration::days(30))
+                .replace_nanosecond(0)
+                .unwrap(),
+            cancel_at_period_end: true,
+            as_of: 1_790_000_000,
+        }),
+        payment_failed_at: None,
+        payment_as_of: Some(1_790_000_001),
+        version: 1,
+    };
+    assert!(
+        store
+            .update_billing(&account.id, 0, &billing)
+            .await
+            .unwrap()
+    );
+    // A writer that read version 0 lost the race: its write is refused, nothing changes.
+    let stale = Billing {
+        version: 1,
+        ..Billing::default()
+    };
+    assert!(!store.update_billing(&account.id, 0, &stale).await.unwrap());
+    let found = store
+        .account_by_stripe_customer(&customer)
+        .await
+        .unwrap()
+        .expect("found by customer");
+    assert_eq!(found.id, account.id);
+    assert_eq!(found.billing, billing);
+    assert!(
+        store
+            .account_by_stripe_customer("cus_nobody")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !store
+            .update_billing("acct_missing", 0, &billing)
+            .await
+            .unwrap()
+    );
+
+    // Concurrent compare-and-set from the same version: exactly one wins.
+    let wins = futures_util::future::join_all((0..8).map(|i| {
+        let store = store.clone();
+        let id = account.id.clone();
+        let mut next = billing.clone();
+        next.version = 2;
+        next.payment_as_of = Some(i);
+        async move { store.update_billing(&id, 1, &next).await.unwrap() }
+    }))
+    .await;
+    assert_eq!(wins.iter().filter(|w| **w).count(), 1);
+
+    // Event claims: one claim among concurrent deliveries; completion is final; a release lets a retry in.
+    let now = OffsetDateTime::now_utc();
+    let lease = std::time::Duration::from_secs(300);
+    let event = qnp_tests::unique("evt");
+    let claims = futures_util::future::join_all((0..6).map(|_| {
+        let store = store.clone();
+        let event = event.clone();
+        async move { store.claim_stripe_event(&event, now, lease).await.unwrap() }
+    }))
+    .await;
+    assert_eq!(
+        claims.iter().filter(|c| **c == EventClaim::Claimed).count(),
+        1
+    );
+    assert!(claims.iter().all(|c| *c != EventClaim::AlreadyProcessed));
+    store.complete_stripe_event(&event, now).await.unwrap();
+    assert_eq!(
+        store.claim_stripe_event(&event, now, lease).await.unwrap(),
+        EventClaim::AlreadyProcessed
+    );
+    store.release_stripe_event(&event).await.unwrap(); // completed events are never released
+    assert_eq!(
+        store.claim_stripe_event(&event, now, lease).await.unwrap(),
+        EventClaim::AlreadyProcessed
+    );
+    let failed = qnp_tests::unique("evt");
+    assert_eq!(
+        store.claim_stripe_event(&failed, now, lease).await.unwrap(),
+        EventClaim::Claimed
+    );
+    store.release_stripe_event(&failed).await.unwrap();
+    assert_eq!(
+        store.claim_stripe_event(&failed, now, lease).await.unwrap(),
+        EventClaim::Claimed
+    );
+    // A claim whose invocation died is taken over once its lease has run out.
+    let later = now + Duration::seconds(301);
+    assert_eq!(
+        store
+            .claim_stripe_event(&failed, now + Duration::seconds(10), lease)
+            .await
+            .unwrap(),
+        EventClaim::InProgress
+    );
+    assert_eq!(
+        store
+            .claim_stripe_event(&failed, later, lease)
+            .await
+            .unwrap(),
+        EventClaim::Claimed
+    );
+    // The ledger is forgotten after retention.
+    assert!(
+        store
+            .delete_stripe_events_before(later + Duration::seconds(1))
+            .await
+            .unwrap()
+            >= 2
+    );
+    assert_eq!(
+        store
+            .claim_stripe_event(&event, later, lease)
+            .await
+            .unwrap(),
+        EventClaim::Claimed
+    );
+}
+
+/// Reservations: signed adjustments settle a counter, and erasing an account's prefixes is literal
+/// (its id contains '_', which must not act as a wildcard).
+async fn budget_counters_contract(counters: Arc<dyn CounterStore>) {
+    let exp = OffsetDateTime::now_utc().unix_timestamp() + 600;
+    let key = format!("spend#{}#2026-11", qnp_tests::unique("acct_x"));
+    assert!(matches!(
+        counters.add_within(&key, 700, 1000, exp).await.unwrap(),
+        CounterOutcome::Admitted { value: 700 }
+    ));
+    counters.adjust(&key, -650, exp).await.unwrap();
+    assert_eq!(counters.get(&key).await.unwrap(), 50);
+    counters.adjust(&key, 25, exp).await.unwrap();
+    assert_eq!(counters.get(&key).await.unwrap(), 75);
+    // An adjustment can create the counter (a settle after the window's item was reclaimed).
+    let fresh = format!("tpm#{}#0", qnp_tests::unique("k"));
+    counters.adjust(&fresh, 5, exp).await.unwrap();
+    assert_eq!(counters.get(&fresh).await.unwrap(), 5);
+
+    let account = qnp_tests::unique("acct_erase");
+    let lookalike = account.replacen('_', "X", 1);
+    for k in [
+        format!("spend#{account}#2026-11"),
+        format!("spend#{lookalike}#2026-11"),
+    ] {
+        counters.add_within(&k, 1, 10, exp).await.unwrap();
+    }
+    let prefixes = vec![format!("spend#{account}#")];
+    assert_eq!(counters.erase_prefixes(&prefixes, true).await.unwrap(), 1);
+    assert_eq!(counters.erase_prefixes(&prefixes, false).await.unwrap(), 1);
+    assert_eq!(
+        counters
+            .get(&format!("spend#{lookalike}#2026-11"))
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn embedded_store_passes_the_billing_contract() {
+    let (_dir, store) = embedded().await;
+    billing_contract(store).await;
+}
+
+#[tokio::test]
+async fn mongodb_passes_the_billing_contract() {
+    billing_contract(mongo().await).await;
+}
+
+#[tokio::test]
+async fn embedded_store_passes_the_budget_counters_contract() {
+    let (_dir, store) = embedded().await;
+    budget_counters_contract(store).await;
+}
+
+#[tokio::test]
+async fn dynamodb_passes_the_budget_counters_contract() {
+    budget_counters_contract(dynamo().await).await;
+}
+
 #[tokio::test]
 async fn embedded_store_passes_the_records_contract() {
     let (_dir, store) = embedded().await;

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
 use qnp_shared::GatewayError;
+use qnp_shared::budget::{Reservation, WorstCase};
 use qnp_shared::catalog::Model;
 use qnp_shared::error::Dialect;
 use qnp_shared::keys::AuthorizedKey;
@@ -67,6 +68,8 @@ pub struct Call {
     pub dialect: Dialect,
     /// Size of the request body, for estimating usage a provider does not report.
     request_bytes: usize,
+    /// What the call holds against its token limit and spend cap until `finish` settles it.
+    reservation: Reservation,
 }
 
 /// Adds the headers every proxy response carries.
@@ -112,6 +115,7 @@ impl Call {
             streamed: false,
             dialect,
             request_bytes: 0,
+            reservation: Reservation::default(),
         };
         if call.key.restricted {
             let err = GatewayError::Forbidden(
@@ -121,7 +125,7 @@ impl Call {
             );
             return Err(call.fail(err).await);
         }
-        let plan = proxy.plans.for_account(&call.key.plan);
+        let plan = call.plan();
         match proxy
             .limiter
             .admit(&call.key.key_id, plan, call.timestamp)
@@ -145,6 +149,61 @@ impl Call {
             }
         }
         Ok(call)
+    }
+
+    /// The plan whose limits this call runs under.
+    fn plan(&self) -> &qnp_shared::plans::Plan {
+        self.key
+            .plan_in_force(&self.proxy.plans, self.timestamp, self.proxy.billing_grace)
+    }
+
+    /// Reserves the call's worst case against the plan's tokens-per-minute limit and monthly spend cap,
+    /// before anything goes upstream: the prompt (estimated from the body's size) plus `max_tokens` (or
+    /// the model's own output limit), priced at the dearest model that may serve it.
+    pub async fn reserve(
+        &mut self,
+        candidates: &[Arc<Model>],
+        max_tokens: Option<u64>,
+    ) -> Result<(), GatewayError> {
+        let plan = self.plan();
+        if plan.tokens_per_minute.is_none() && plan.monthly_spend_cap_usd.is_none() {
+            return Ok(());
+        }
+        let prompt = TokenUsage::estimate(self.request_bytes, 0).prompt_tokens;
+        let mut worst = WorstCase {
+            tokens: 0,
+            cost_usd: 0.0,
+            max_tokens_given: max_tokens.is_some(),
+        };
+        for model in candidates {
+            let completion = match model.kind {
+                qnp_shared::catalog::ModelKind::Embedding => 0,
+                qnp_shared::catalog::ModelKind::Chat => max_tokens.unwrap_or_else(|| {
+                    model
+                        .max_output_tokens
+                        .unwrap_or(model.context_length.saturating_sub(prompt))
+                }),
+            };
+            let usage = TokenUsage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                ..TokenUsage::default()
+            };
+            worst.tokens = worst.tokens.max(prompt + completion);
+            worst.cost_usd = worst.cost_usd.max(model.cost_usd(&usage));
+        }
+        self.reservation = self
+            .proxy
+            .budget
+            .reserve(
+                &self.key.key_id,
+                &self.key.account_id,
+                plan,
+                worst,
+                self.timestamp,
+            )
+            .await?;
+        Ok(())
     }
 
     pub fn set_model(&mut self, model: Arc<Model>, streamed: bool) {
@@ -200,7 +259,7 @@ impl Call {
         }
     }
 
-    /// Records the call's usage row.
+    /// Records the call's usage row and settles its reservation to what it really used.
     pub async fn finish(
         &self,
         status: u16,
@@ -225,6 +284,20 @@ impl Call {
             error_type = row.error_type.as_deref(),
             "call"
         );
+        if !self.reservation.is_empty() {
+            let tokens = row.usage.prompt_tokens + row.usage.completion_tokens;
+            let (budget, reservation, cost) = (
+                self.proxy.budget.clone(),
+                self.reservation.clone(),
+                row.cost_usd,
+            );
+            if self.proxy.usage.is_inline() {
+                // On Lambda nothing may outlive the invocation.
+                budget.settle(&reservation, tokens, cost).await;
+            } else {
+                tokio::spawn(async move { budget.settle(&reservation, tokens, cost).await });
+            }
+        }
         self.proxy.usage.record(row).await;
     }
 

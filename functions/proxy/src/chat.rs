@@ -27,7 +27,7 @@ struct StreamOptions {
 }
 
 /// Validates the fields the gateway itself relies on; the upstream validates the rest.
-fn validate(body: &RequestBody) -> Result<(String, bool, bool), GatewayError> {
+fn validate(body: &RequestBody) -> Result<(String, bool, bool, Option<u64>), GatewayError> {
     let model: String = body
         .get("model", "a string naming a model as provider/model")?
         .ok_or_else(|| {
@@ -48,10 +48,14 @@ fn validate(body: &RequestBody) -> Result<(String, bool, bool), GatewayError> {
         .get::<StreamOptions>("stream_options", "an object")?
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
+    // OpenAI's newer name wins when a client sends both.
+    let mut max_tokens = None;
     for field in ["max_tokens", "max_completion_tokens"] {
-        body.get::<u64>(field, "a non-negative integer")?;
+        if let Some(value) = body.get::<u64>(field, "a non-negative integer")? {
+            max_tokens = Some(value);
+        }
     }
-    Ok((model, stream, include_usage))
+    Ok((model, stream, include_usage, max_tokens))
 }
 
 pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
@@ -60,7 +64,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
         Err(response) => return response,
     };
     let parsed = RequestBody::parse(&body).and_then(|body| validate(&body).map(|v| (body, v)));
-    let (body, (model_id, stream, include_usage)) = match parsed {
+    let (body, (model_id, stream, include_usage, max_tokens)) = match parsed {
         Ok(parsed) => parsed,
         Err(err) => return call.fail(err).await,
     };
@@ -86,6 +90,9 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
         Ok(list) => list,
         Err(err) => return call.fail(err).await,
     };
+    if let Err(err) = call.reserve(&candidates, max_tokens).await {
+        return call.fail(err).await;
+    }
     match routing::first_answer(
         &proxy,
         &candidates,

@@ -58,6 +58,9 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
         Ok(provider) => provider.clone(),
         Err(err) => return call.fail(err).await,
     };
+    if let Err(err) = call.reserve(std::slice::from_ref(&model), None).await {
+        return call.fail(err).await;
+    }
     match provider.embeddings(&model, body).await {
         Ok(Reply::Complete { body, usage }) => {
             {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 use bytes::Bytes;
+use qnp_shared::budget::Budget;
 use qnp_shared::catalog::Catalog;
 use qnp_shared::config::Config;
 use qnp_shared::keys::KeyVerifier;
@@ -31,6 +32,9 @@ pub struct Proxy {
     pub plans: Arc<Plans>,
     pub keys: KeyVerifier,
     pub limiter: RateLimiter,
+    pub budget: Budget,
+    /// How long a subscription with a failed payment keeps its plan.
+    pub billing_grace: std::time::Duration,
     pub usage: UsageLog,
     pub providers: Providers,
     pub max_body_bytes: usize,
@@ -52,6 +56,8 @@ impl Proxy {
         Proxy {
             keys: KeyVerifier::new(stores.records.clone(), config.key_cache_ttl),
             limiter: RateLimiter::new(stores.counters.clone()),
+            budget: Budget::new(stores.counters.clone()),
+            billing_grace: config.billing_grace,
             providers: Providers::from_config(config, qnp_shared::providers::http_client()),
             max_body_bytes: config.max_body_bytes,
             retry_budget: config.retry_budget,

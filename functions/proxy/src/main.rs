@@ -26,7 +26,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     config.require_cloud_stores()?;
     let stores = Stores::from_config(&config).await?;
     let catalog = Arc::new(Catalog::load(config.models_file.as_deref())?);
-    let plans = Arc::new(Plans::load(config.plans_file.as_deref())?);
+    let plans = Arc::new(Plans::from_config(&config)?);
     let usage = UsageLog::inline(stores.records.clone());
     let proxy = Arc::new(Proxy::new(&config, &stores, usage, catalog, plans));
     let app = qnp_shared::web::with_fallbacks(router(proxy));

@@ -19,7 +19,7 @@ use crate::{Proxy, routing};
 
 const ENDPOINT: &str = "/v1/messages";
 
-fn validate(body: &RequestBody) -> Result<(String, bool), GatewayError> {
+fn validate(body: &RequestBody) -> Result<(String, bool, u64), GatewayError> {
     let model: String = body
         .get("model", "a string naming a model as provider/model")?
         .ok_or_else(|| {
@@ -38,10 +38,11 @@ fn validate(body: &RequestBody) -> Result<(String, bool), GatewayError> {
         }
         None => return Err(GatewayError::field("messages", "messages: Field required")),
     }
-    body.get::<u64>("max_tokens", "an integer")?
+    let max_tokens = body
+        .get::<u64>("max_tokens", "an integer")?
         .ok_or_else(|| GatewayError::field("max_tokens", "max_tokens: Field required"))?;
     let stream = body.get::<bool>("stream", "a boolean")?.unwrap_or(false);
-    Ok((model, stream))
+    Ok((model, stream, max_tokens))
 }
 
 pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
@@ -50,7 +51,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
             Ok(started) => started,
             Err(response) => return response,
         };
-    let (body, (model_id, stream)) =
+    let (body, (model_id, stream, max_tokens)) =
         match RequestBody::parse(&body).and_then(|b| validate(&b).map(|v| (b, v))) {
             Ok(parsed) => parsed,
             Err(err) => return call.fail(err).await,
@@ -67,6 +68,9 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
         Ok(list) => list,
         Err(err) => return call.fail(err).await,
     };
+    if let Err(err) = call.reserve(&candidates, Some(max_tokens)).await {
+        return call.fail(err).await;
+    }
     match routing::first_answer(&proxy, &candidates, &body, stream, routing::Api::Messages).await {
         Err(err) => call.fail(err).await,
         Ok((served_by, reply)) => {

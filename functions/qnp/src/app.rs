@@ -48,7 +48,8 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.write_all(contents.as_bytes())
 }
 
-/// Everything `qnp serve` mounts: the proxy, auth and export functions, with shared fallbacks.
+/// Everything `qnp serve` mounts: the proxy, auth, export and stripe-webhook functions, with shared
+/// fallbacks.
 pub fn build(
     config: &Config,
     stores: &Stores,
@@ -57,8 +58,14 @@ pub fn build(
     plans: Arc<Plans>,
     public_url: &str,
     session_secret: &str,
-) -> Router {
-    let proxy = Arc::new(qnp_proxy::Proxy::new(config, stores, usage, catalog, plans));
+) -> anyhow::Result<Router> {
+    let proxy = Arc::new(qnp_proxy::Proxy::new(
+        config,
+        stores,
+        usage,
+        catalog,
+        plans.clone(),
+    ));
     let web = Arc::new(WebAuth {
         sessions: Sessions::new(session_secret.as_bytes()),
         records: stores.records.clone(),
@@ -66,10 +73,14 @@ pub fn build(
     });
     let http = qnp_shared::providers::http_client();
     let auth = Arc::new(qnp_auth::Auth::new(config, web.clone(), public_url, http));
-    let export = Arc::new(qnp_export::Export { web });
-    qnp_shared::web::with_fallbacks(
+    let export = Arc::new(qnp_export::Export { web: web.clone() });
+    let payments = Arc::new(qnp_stripe_webhook::Payments::new(
+        config, stores, web, plans, public_url,
+    )?);
+    Ok(qnp_shared::web::with_fallbacks(
         qnp_proxy::router(proxy)
             .merge(qnp_auth::router(auth))
-            .merge(qnp_export::router(export)),
-    )
+            .merge(qnp_export::router(export))
+            .merge(qnp_stripe_webhook::router(payments)),
+    ))
 }

@@ -19,7 +19,7 @@ impl Context {
         let config = Config::load().await?;
         let stores = Stores::from_config(&config).await?;
         let catalog = Arc::new(Catalog::load(config.models_file.as_deref())?);
-        let plans = Arc::new(Plans::load(config.plans_file.as_deref())?);
+        let plans = Arc::new(Plans::from_config(&config)?);
         Ok(Context {
             config,
             stores,

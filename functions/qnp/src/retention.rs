@@ -37,6 +37,7 @@ pub async fn run(command: RetentionCommand) -> anyhow::Result<()> {
     let cleaner = Cleaner {
         records: ctx.stores.records.clone(),
         counters: ctx.stores.counters.clone(),
+        stripe: qnp_shared::billing::stripe_api::StripeApi::from_config(&ctx.config.stripe)?,
         budget: Duration::from_secs(24 * 3600),
     };
     let bar = Arc::new(if std::io::stderr().is_terminal() && !dry_run {

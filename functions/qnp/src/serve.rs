@@ -42,7 +42,7 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
         ctx.plans.clone(),
         &public_url,
         &session_secret,
-    );
+    )?;
     for (provider, upstream) in [
         ("openai", &ctx.config.openai),
         ("anthropic", &ctx.config.anthropic),
@@ -62,6 +62,9 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
         if !configured {
             tracing::warn!("sign in with {name} answers 503 until its variables are set");
         }
+    }
+    if ctx.config.stripe.secret_key.is_none() {
+        tracing::warn!("paid plans answer 503 until STRIPE_SECRET_KEY is set; the free plan works");
     }
     tracing::info!(
         records = if ctx.config.mongodb_uri.is_some() { "mongodb" } else { "embedded" },

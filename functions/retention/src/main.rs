@@ -24,6 +24,7 @@ async fn main() -> Result<(), Error> {
     let cleaner = Arc::new(Cleaner {
         records: stores.records.clone(),
         counters: stores.counters.clone(),
+        stripe: qnp_shared::billing::stripe_api::StripeApi::from_config(&config.stripe)?,
         // The function's timeout is 15 minutes; leave room for the batch in flight.
         budget: Duration::from_secs(12 * 60),
     });

@@ -72,9 +72,11 @@ impl CounterStore for DynamoCounters {
                     .attributes()
                     .and_then(|a| a.get(VALUE_ATTRIBUTE))
                     .and_then(|v| v.as_n().ok())
-                    .and_then(|n| n.parse().ok())
+                    .and_then(|n| n.parse::<i64>().ok())
                     .ok_or_else(|| anyhow::anyhow!("UpdateItem returned no counter value"))?;
-                Ok(CounterOutcome::Admitted { value })
+                Ok(CounterOutcome::Admitted {
+                    value: value.max(0) as u64,
+                })
             }
             Err(SdkError::ServiceError(e))
                 if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
@@ -87,6 +89,28 @@ impl CounterStore for DynamoCounters {
                 aws_sdk_dynamodb::error::DisplayErrorContext(e)
             )),
         }
+    }
+
+    async fn adjust(&self, key: &str, delta: i64, expires_at: i64) -> anyhow::Result<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY_ATTRIBUTE, AttributeValue::S(key.into()))
+            .update_expression("ADD #v :delta SET #exp = if_not_exists(#exp, :exp)")
+            .expression_attribute_names("#v", VALUE_ATTRIBUTE)
+            .expression_attribute_names("#exp", EXPIRY_ATTRIBUTE)
+            .expression_attribute_values(":delta", AttributeValue::N(delta.to_string()))
+            .expression_attribute_values(":exp", AttributeValue::N(expires_at.to_string()))
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "DynamoDB UpdateItem on {}: {}",
+                    self.table,
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
+                )
+            })?;
+        Ok(())
     }
 
     async fn erase_prefixes(&self, prefixes: &[String], dry_run: bool) -> anyhow::Result<u64> {
@@ -170,7 +194,8 @@ impl CounterStore for DynamoCounters {
             .item()
             .and_then(|item| item.get(VALUE_ATTRIBUTE))
             .and_then(|v| v.as_n().ok())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0))
+            .and_then(|n| n.parse::<i64>().ok())
+            .unwrap_or(0)
+            .max(0) as u64)
     }
 }

@@ -20,14 +20,31 @@ use futures_util::stream::BoxStream;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
+use super::EventClaim;
 use super::{CounterOutcome, CounterStore, Erased, RecordStore, UsageTotals};
 use crate::accounts::{
     Account, ApiKeyRecord, Identity, ProfileChange, ProfileUpdate, normalize_email,
 };
+use crate::billing::Billing;
 use crate::usage::{TokenUsage, UsageRecord};
 
 /// Schema migrations of `qnp.sqlite3`, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+
+/// Billing: the account's Stripe state (JSON, written by compare-and-set on its version), its customer id
+/// as a column so deliveries can find the account, and the processed-event ledger for idempotency.
+const SCHEMA_V5: &str = r#"
+ALTER TABLE accounts ADD COLUMN billing TEXT;
+ALTER TABLE accounts ADD COLUMN billing_version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE accounts ADD COLUMN stripe_customer_id TEXT;
+CREATE UNIQUE INDEX accounts_by_stripe_customer ON accounts (stripe_customer_id);
+CREATE TABLE stripe_events (
+    id TEXT PRIMARY KEY,
+    claimed_at INTEGER NOT NULL,
+    completed_at INTEGER
+);
+CREATE INDEX stripe_events_by_claim ON stripe_events (claimed_at);
+"#;
 
 /// Usage rows say when their token counts are the gateway's estimate.
 const SCHEMA_V4: &str = "ALTER TABLE usage ADD COLUMN tokens_estimated INTEGER NOT NULL DEFAULT 0;";
@@ -248,11 +265,21 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-const ACCOUNT_COLUMNS: &str =
-    "id, email, name, plan, created_at, restricted, deletion_requested_at, session_version";
+const ACCOUNT_COLUMNS: &str = "id, email, name, plan, created_at, restricted, deletion_requested_at, \
+     session_version, billing, billing_version";
 
 fn account_from_row(row: &Row) -> rusqlite::Result<Account> {
+    let billing = match row.get::<_, Option<String>>(8)? {
+        Some(json) => serde_json::from_str(&json).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        None => Billing::default(),
+    };
     Ok(Account {
+        billing: Billing {
+            version: row.get(9)?,
+            ..billing
+        },
         id: row.get(0)?,
         email: row.get(1)?,
         name: row.get(2)?,
@@ -673,6 +700,115 @@ impl RecordStore for EmbeddedStore {
         })
     }
 
+    async fn update_billing(
+        &self,
+        account_id: &str,
+        expected_version: i64,
+        billing: &Billing,
+    ) -> anyhow::Result<bool> {
+        let json = serde_json::to_string(billing)?;
+        let changed = self.with(|conn| {
+            conn.execute(
+                "UPDATE accounts SET billing = ?3, billing_version = ?4, stripe_customer_id = ?5
+                 WHERE id = ?1 AND billing_version = ?2",
+                params![
+                    account_id,
+                    expected_version,
+                    json,
+                    billing.version,
+                    billing.stripe_customer_id
+                ],
+            )
+        })?;
+        Ok(changed == 1)
+    }
+
+    async fn account_by_stripe_customer(
+        &self,
+        customer_id: &str,
+    ) -> anyhow::Result<Option<Account>> {
+        self.with(|conn| {
+            conn.query_row(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE stripe_customer_id = ?1"),
+                [customer_id],
+                account_from_row,
+            )
+            .optional()
+        })
+    }
+
+    async fn claim_stripe_event(
+        &self,
+        event_id: &str,
+        now: OffsetDateTime,
+        lease: std::time::Duration,
+    ) -> anyhow::Result<EventClaim> {
+        let stale_before = millis(now) - lease.as_millis() as i64;
+        let mut conn = self.conn.lock().expect("embedded store lock");
+        let tx = conn.transaction()?;
+        let existing: Option<(i64, Option<i64>)> = tx
+            .query_row(
+                "SELECT claimed_at, completed_at FROM stripe_events WHERE id = ?1",
+                [event_id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let claim = match existing {
+            Some((_, Some(_))) => EventClaim::AlreadyProcessed,
+            Some((claimed_at, None)) if claimed_at > stale_before => EventClaim::InProgress,
+            Some(_) => {
+                tx.execute(
+                    "UPDATE stripe_events SET claimed_at = ?2 WHERE id = ?1",
+                    params![event_id, millis(now)],
+                )?;
+                EventClaim::Claimed
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO stripe_events (id, claimed_at) VALUES (?1, ?2)",
+                    params![event_id, millis(now)],
+                )?;
+                EventClaim::Claimed
+            }
+        };
+        tx.commit()?;
+        Ok(claim)
+    }
+
+    async fn complete_stripe_event(
+        &self,
+        event_id: &str,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE stripe_events SET completed_at = ?2 WHERE id = ?1",
+                params![event_id, millis(now)],
+            )
+        })?;
+        Ok(())
+    }
+
+    async fn release_stripe_event(&self, event_id: &str) -> anyhow::Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "DELETE FROM stripe_events WHERE id = ?1 AND completed_at IS NULL",
+                [event_id],
+            )
+        })?;
+        Ok(())
+    }
+
+    async fn delete_stripe_events_before(&self, cutoff: OffsetDateTime) -> anyhow::Result<u64> {
+        let deleted = self.with(|conn| {
+            conn.execute(
+                "DELETE FROM stripe_events WHERE claimed_at < ?1",
+                [millis(cutoff)],
+            )
+        })?;
+        Ok(deleted as u64)
+    }
+
     fn usage_for_account(
         &self,
         account_id: &str,
@@ -746,21 +882,35 @@ impl CounterStore for EmbeddedStore {
         })
     }
 
+    async fn adjust(&self, key: &str, delta: i64, expires_at: i64) -> anyhow::Result<()> {
+        self.with_counters(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO counters (key, value, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET value = value + ?2",
+            )?
+            .execute(params![key, delta, expires_at])
+        })?;
+        Ok(())
+    }
+
     async fn erase_prefixes(&self, prefixes: &[String], dry_run: bool) -> anyhow::Result<u64> {
         let mut total = 0;
         for prefix in prefixes {
-            // Prefixes are our own `rpm#<key id>#` strings: no LIKE wildcards to escape.
-            let pattern = format!("{prefix}%");
+            // A plain prefix comparison: account ids contain '_', which LIKE would treat as a wildcard.
+            let len = prefix.chars().count() as i64;
             total += self.with_counters(|conn| {
                 if dry_run {
                     conn.query_row(
-                        "SELECT COUNT(*) FROM counters WHERE key LIKE ?1",
-                        [&pattern],
+                        "SELECT COUNT(*) FROM counters WHERE substr(key, 1, ?2) = ?1",
+                        params![prefix, len],
                         |row| row.get::<_, u64>(0),
                     )
                 } else {
-                    conn.execute("DELETE FROM counters WHERE key LIKE ?1", [&pattern])
-                        .map(|n| n as u64)
+                    conn.execute(
+                        "DELETE FROM counters WHERE substr(key, 1, ?2) = ?1",
+                        params![prefix, len],
+                    )
+                    .map(|n| n as u64)
                 }
             })?;
         }
@@ -774,6 +924,6 @@ impl CounterStore for EmbeddedStore {
             })
             .optional()
         })?;
-        Ok(value.unwrap_or(0) as u64)
+        Ok(value.unwrap_or(0).max(0) as u64)
     }
 }

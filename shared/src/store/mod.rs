@@ -10,6 +10,7 @@ use futures_util::stream::BoxStream;
 use time::OffsetDateTime;
 
 use crate::accounts::{Account, ApiKeyRecord, Identity, ProfileChange, ProfileUpdate};
+use crate::billing::Billing;
 use crate::config::Config;
 use crate::usage::UsageRecord;
 
@@ -73,6 +74,40 @@ pub trait RecordStore: Send + Sync {
     /// Counts what erasing the account would remove, without removing anything.
     async fn count_account_data(&self, account_id: &str) -> anyhow::Result<Erased>;
 
+    /// Writes the account's billing state if its stored version is still `expected_version`
+    /// (compare-and-set; `billing.version` is the new version). False if it changed meanwhile or there
+    /// is no such account: the caller reads again and re-decides.
+    async fn update_billing(
+        &self,
+        account_id: &str,
+        expected_version: i64,
+        billing: &Billing,
+    ) -> anyhow::Result<bool>;
+    async fn account_by_stripe_customer(
+        &self,
+        customer_id: &str,
+    ) -> anyhow::Result<Option<Account>>;
+
+    /// Claims a Stripe event for processing, atomically: exactly one of concurrent deliveries of the same
+    /// event gets `Claimed`. A claim older than `lease` that never completed (a crashed invocation) can
+    /// be claimed again.
+    async fn claim_stripe_event(
+        &self,
+        event_id: &str,
+        now: OffsetDateTime,
+        lease: std::time::Duration,
+    ) -> anyhow::Result<EventClaim>;
+    /// Marks a claimed event as processed: later deliveries of it are acknowledged without effect.
+    async fn complete_stripe_event(
+        &self,
+        event_id: &str,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()>;
+    /// Gives up a claim after a failure that a retry may fix, so Stripe's retry is processed.
+    async fn release_stripe_event(&self, event_id: &str) -> anyhow::Result<()>;
+    /// Forgets events claimed before `cutoff` (Stripe stops retrying after three days).
+    async fn delete_stripe_events_before(&self, cutoff: OffsetDateTime) -> anyhow::Result<u64>;
+
     /// The account's usage rows with `from <= timestamp < to`, oldest first, streamed from a cursor.
     fn usage_for_account(
         &self,
@@ -103,6 +138,17 @@ pub struct Erased {
     pub accounts: u64,
 }
 
+/// Whether a delivery of a Stripe event should be processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventClaim {
+    /// This delivery processes the event.
+    Claimed,
+    /// Another delivery is processing it right now.
+    InProgress,
+    /// It was processed before.
+    AlreadyProcessed,
+}
+
 /// Result of an atomic bounded increment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CounterOutcome {
@@ -123,6 +169,8 @@ pub trait CounterStore: Send + Sync {
         limit: u64,
         expires_at: i64,
     ) -> anyhow::Result<CounterOutcome>;
+    /// Adds `delta` (which may be negative) without any limit: settles a reservation to the real amount.
+    async fn adjust(&self, key: &str, delta: i64, expires_at: i64) -> anyhow::Result<()>;
     /// The counter's value, 0 when absent.
     async fn get(&self, key: &str) -> anyhow::Result<u64>;
     /// Deletes every counter whose key starts with one of `prefixes` (an erased account's key ids);

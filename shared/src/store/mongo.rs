@@ -16,10 +16,11 @@ use mongodb::{Client, Collection, IndexModel};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{Erased, RecordStore, UsageTotals};
+use super::{Erased, EventClaim, RecordStore, UsageTotals};
 use crate::accounts::{
     Account, ApiKeyRecord, Identity, ProfileChange, ProfileUpdate, normalize_email,
 };
+use crate::billing::Billing;
 use crate::usage::{TokenUsage, UsageRecord};
 
 const DUPLICATE_KEY: i32 = 11000;
@@ -47,6 +48,9 @@ struct AccountDoc {
     deletion_requested_at: Option<DateTime>,
     #[serde(default)]
     session_version: i64,
+    /// Absent on accounts created before billing existed: read as the default.
+    #[serde(default)]
+    billing: Option<Billing>,
 }
 
 impl From<AccountDoc> for Account {
@@ -60,8 +64,18 @@ impl From<AccountDoc> for Account {
             restricted: d.restricted,
             deletion_requested_at: d.deletion_requested_at.map(from_bson),
             session_version: d.session_version,
+            billing: d.billing.unwrap_or_default(),
         }
     }
+}
+
+/// A Stripe event this gateway has seen: `_id` is the event id, so a second claim is a duplicate key.
+#[derive(Debug, Serialize, Deserialize)]
+struct StripeEventDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    claimed_at: DateTime,
+    completed_at: Option<DateTime>,
 }
 
 /// `_id` is `provider:subject`, so the identity is unique by construction.
@@ -223,6 +237,7 @@ pub struct MongoStore {
     identities: Collection<IdentityDoc>,
     keys: Collection<KeyDoc>,
     usage: Collection<UsageDoc>,
+    stripe_events: Collection<StripeEventDoc>,
 }
 
 fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
@@ -249,6 +264,7 @@ impl MongoStore {
             identities: db.collection("identities"),
             keys: db.collection("api_keys"),
             usage: db.collection("usage"),
+            stripe_events: db.collection("stripe_events"),
         };
         store.ensure_indexes().await?;
         Ok(store)
@@ -273,6 +289,14 @@ impl MongoStore {
             .create_index(IndexModel::builder().keys(doc! {"account_id": 1}).build())
             .await
             .context("creating the identities account index")?;
+        self.accounts
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"billing.stripe_customer_id": 1})
+                    .build(),
+            )
+            .await
+            .context("creating the accounts Stripe customer index")?;
         self.usage
             .create_index(
                 IndexModel::builder()
@@ -340,6 +364,7 @@ impl RecordStore for MongoStore {
                     "_id": &fresh.id, "name": null, "plan": &fresh.plan,
                     "created_at": to_bson(fresh.created_at), "restricted": false,
                     "deletion_requested_at": null, "session_version": 0_i64,
+                    "billing": mongodb::bson::to_bson(&fresh.billing)?,
                 }},
             )
             .upsert(true)
@@ -672,6 +697,109 @@ impl RecordStore for MongoStore {
                 .count_documents(doc! {"_id": account_id})
                 .await?,
         })
+    }
+
+    async fn update_billing(
+        &self,
+        account_id: &str,
+        expected_version: i64,
+        billing: &Billing,
+    ) -> anyhow::Result<bool> {
+        // Accounts from before billing have no `billing` field: that reads as version 0.
+        let version_filter = if expected_version == 0 {
+            doc! {"$in": [0_i64, null]}
+        } else {
+            doc! {"$eq": expected_version}
+        };
+        let result = self
+            .accounts
+            .update_one(
+                doc! {"_id": account_id, "billing.version": version_filter},
+                doc! {"$set": {"billing": mongodb::bson::to_bson(billing)?}},
+            )
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn account_by_stripe_customer(
+        &self,
+        customer_id: &str,
+    ) -> anyhow::Result<Option<Account>> {
+        Ok(self
+            .accounts
+            .find_one(doc! {"billing.stripe_customer_id": customer_id})
+            .await?
+            .map(Into::into))
+    }
+
+    async fn claim_stripe_event(
+        &self,
+        event_id: &str,
+        now: OffsetDateTime,
+        lease: Duration,
+    ) -> anyhow::Result<EventClaim> {
+        let fresh = StripeEventDoc {
+            id: event_id.into(),
+            claimed_at: to_bson(now),
+            completed_at: None,
+        };
+        match self.stripe_events.insert_one(fresh).await {
+            Ok(_) => return Ok(EventClaim::Claimed),
+            Err(e) if is_duplicate_key(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let Some(existing) = self.stripe_events.find_one(doc! {"_id": event_id}).await? else {
+            // Released between our insert and this read: the next delivery will process it.
+            return Ok(EventClaim::InProgress);
+        };
+        if existing.completed_at.is_some() {
+            return Ok(EventClaim::AlreadyProcessed);
+        }
+        if from_bson(existing.claimed_at) + lease > now {
+            return Ok(EventClaim::InProgress);
+        }
+        // A stale claim from an invocation that never finished: take it over, if nobody else just did.
+        let taken = self
+            .stripe_events
+            .update_one(
+                doc! {"_id": event_id, "completed_at": null, "claimed_at": existing.claimed_at},
+                doc! {"$set": {"claimed_at": to_bson(now)}},
+            )
+            .await?;
+        Ok(if taken.modified_count == 1 {
+            EventClaim::Claimed
+        } else {
+            EventClaim::InProgress
+        })
+    }
+
+    async fn complete_stripe_event(
+        &self,
+        event_id: &str,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        self.stripe_events
+            .update_one(
+                doc! {"_id": event_id},
+                doc! {"$set": {"completed_at": to_bson(now)}},
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn release_stripe_event(&self, event_id: &str) -> anyhow::Result<()> {
+        self.stripe_events
+            .delete_one(doc! {"_id": event_id, "completed_at": null})
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_stripe_events_before(&self, cutoff: OffsetDateTime) -> anyhow::Result<u64> {
+        Ok(self
+            .stripe_events
+            .delete_many(doc! {"claimed_at": {"$lt": to_bson(cutoff)}})
+            .await?
+            .deleted_count)
     }
 
     fn usage_for_account(

@@ -1,0 +1,281 @@
+//! Monthly spend caps and tokens-per-minute limits: a call's worst case is reserved before it goes
+//! upstream and settled to what it really used once the provider reports usage.
+//!
+//! The reservation is a bounded atomic increment (the same counter store as the request rate limit), so a
+//! burst of concurrent calls cannot all pass on a stale reading: each one's worst case must fit beside
+//! everything already reserved, and the cap can be passed by at most what one call uses beyond its
+//! reservation. Settling gives back the unused part. The month is the UTC calendar month.
+
+use std::sync::Arc;
+
+use time::{Date, Month, OffsetDateTime, Time};
+
+use crate::error::GatewayError;
+use crate::plans::Plan;
+use crate::store::{CounterOutcome, CounterStore};
+
+const WINDOW_SECS: i64 = 60;
+/// Counters outlive their window by this much before TTL may remove them.
+const EXPIRY_GRACE_SECS: i64 = 2 * 24 * 3600;
+/// Spend is counted in nano-dollars: integers for the counter store, fine enough that rounding each
+/// call up costs nobody anything they would notice.
+const NANOS_PER_USD: f64 = 1e9;
+
+/// The most a call can use: its prompt estimate plus everything it may generate, at its model's price.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WorstCase {
+    pub tokens: u64,
+    pub cost_usd: f64,
+    /// Whether the client set max_tokens. Without it the model's own output limit is assumed, which can
+    /// exceed a small tokens-per-minute limit outright: such a call reserves the whole minute instead of
+    /// being refused for a limit it never asked to reach.
+    pub max_tokens_given: bool,
+}
+
+/// One counter's share of a reservation.
+#[derive(Debug, Clone)]
+struct Held {
+    counter: String,
+    amount: u64,
+    expires_at: i64,
+}
+
+/// What a call holds against its key's token limit and its account's spend cap until it settles.
+#[derive(Debug, Clone, Default)]
+pub struct Reservation {
+    tokens: Option<Held>,
+    spend: Option<Held>,
+}
+
+impl Reservation {
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_none() && self.spend.is_none()
+    }
+}
+
+#[derive(Clone)]
+pub struct Budget {
+    counters: Arc<dyn CounterStore>,
+}
+
+fn nanos(usd: f64) -> u64 {
+    (usd.max(0.0) * NANOS_PER_USD).ceil() as u64
+}
+
+/// The first instant of the UTC month after the one containing `now`.
+pub fn next_month_start(now: OffsetDateTime) -> OffsetDateTime {
+    let (year, month) = match now.month() {
+        Month::December => (now.year() + 1, Month::January),
+        m => (now.year(), m.next()),
+    };
+    Date::from_calendar_date(year, month, 1)
+        .expect("the first of a month exists")
+        .with_time(Time::MIDNIGHT)
+        .assume_utc()
+}
+
+/// The counter holding an account's spend in the month containing `now`.
+pub fn spend_counter_key(account_id: &str, now: OffsetDateTime) -> String {
+    format!(
+        "spend#{account_id}#{:04}-{:02}",
+        now.year(),
+        u8::from(now.month())
+    )
+}
+
+fn token_counter_key(key_id: &str, now: OffsetDateTime) -> (String, i64) {
+    let window_start = now.unix_timestamp().div_euclid(WINDOW_SECS) * WINDOW_SECS;
+    (format!("tpm#{key_id}#{window_start}"), window_start)
+}
+
+/// Prefixes of the budget counters kept for an account and its keys, for erasing them with it.
+pub fn counter_prefixes(account_id: &str, key_ids: &[String]) -> Vec<String> {
+    std::iter::once(format!("spend#{account_id}#"))
+        .chain(key_ids.iter().map(|k| format!("tpm#{k}#")))
+        .collect()
+}
+
+impl Budget {
+    pub fn new(counters: Arc<dyn CounterStore>) -> Budget {
+        Budget { counters }
+    }
+
+    /// Reserves the call's worst case against the plan's token limit and spend cap (whichever the plan
+    /// has), or refuses it: 429 when the minute's tokens are used up, 402 when the month's spend is.
+    pub async fn reserve(
+        &self,
+        key_id: &str,
+        account_id: &str,
+        plan: &Plan,
+        worst: WorstCase,
+        now: OffsetDateTime,
+    ) -> Result<Reservation, GatewayError> {
+        let mut reservation = Reservation::default();
+        if let Some(limit) = plan.tokens_per_minute {
+            let (counter, window_start) = token_counter_key(key_id, now);
+            let window_end = window_start + WINDOW_SECS;
+            let expires_at = window_end + EXPIRY_GRACE_SECS;
+            let mut tokens = worst.tokens;
+            if tokens > limit && !worst.max_tokens_given {
+                tokens = limit;
+            }
+            if tokens > limit {
+                return Err(GatewayError::field(
+                    "max_tokens",
+                    format!(
+                        "this request may use up to {} tokens (its prompt plus max_tokens), more than \
+                         this key's limit of {limit} tokens per minute; lower max_tokens",
+                        worst.tokens
+                    ),
+                ));
+            }
+            match self.add(&counter, tokens, limit, expires_at).await? {
+                CounterOutcome::Admitted { .. } => {
+                    reservation.tokens = Some(Held {
+                        counter,
+                        amount: tokens,
+                        expires_at,
+                    });
+                }
+                CounterOutcome::Refused => {
+                    return Err(GatewayError::TokenRateLimited {
+                        limit,
+                        requested: tokens,
+                        retry_after_secs: (window_end - now.unix_timestamp()).max(1) as u64,
+                    });
+                }
+            }
+        }
+        if let Some(cap_usd) = plan.monthly_spend_cap_usd {
+            let counter = spend_counter_key(account_id, now);
+            let resets = next_month_start(now);
+            let expires_at = resets.unix_timestamp() + EXPIRY_GRACE_SECS;
+            let amount = nanos(worst.cost_usd);
+            let outcome = self.add(&counter, amount, nanos(cap_usd), expires_at).await;
+            match outcome {
+                Ok(CounterOutcome::Admitted { .. }) => {
+                    reservation.spend = Some(Held {
+                        counter,
+                        amount,
+                        expires_at,
+                    });
+                }
+                Ok(CounterOutcome::Refused) | Err(_) => {
+                    // Give the token reservation back: this call will not run.
+                    self.settle(&reservation, 0, 0.0).await;
+                    outcome?;
+                    let spent = self.spent(account_id, now).await.unwrap_or(cap_usd);
+                    return Err(spend_cap_error(
+                        plan,
+                        cap_usd,
+                        spent,
+                        worst.cost_usd,
+                        resets,
+                    ));
+                }
+            }
+        }
+        Ok(reservation)
+    }
+
+    async fn add(
+        &self,
+        counter: &str,
+        amount: u64,
+        limit: u64,
+        expires_at: i64,
+    ) -> Result<CounterOutcome, GatewayError> {
+        self.counters
+            .add_within(counter, amount, limit, expires_at)
+            .await
+            .map_err(GatewayError::internal)
+    }
+
+    /// Replaces the reservation with what the call really used. A failure is logged, not returned: the
+    /// call has been answered, and the error only ever overstates what was spent.
+    pub async fn settle(&self, reservation: &Reservation, tokens: u64, cost_usd: f64) {
+        let parts = [
+            (&reservation.tokens, tokens),
+            (&reservation.spend, nanos(cost_usd)),
+        ];
+        for (held, used) in parts {
+            let Some(held) = held else { continue };
+            let delta = used as i64 - held.amount as i64;
+            if delta == 0 {
+                continue;
+            }
+            if let Err(e) = self
+                .counters
+                .adjust(&held.counter, delta, held.expires_at)
+                .await
+            {
+                tracing::warn!(error = %e, counter = %held.counter, "could not settle a reservation");
+            }
+        }
+    }
+
+    /// The account's spend this month in USD, reservations of calls in flight included.
+    pub async fn spent(&self, account_id: &str, now: OffsetDateTime) -> anyhow::Result<f64> {
+        let nanos = self
+            .counters
+            .get(&spend_counter_key(account_id, now))
+            .await?;
+        Ok(nanos as f64 / NANOS_PER_USD)
+    }
+}
+
+fn spend_cap_error(
+    plan: &Plan,
+    cap_usd: f64,
+    spent_usd: f64,
+    request_usd: f64,
+    resets: OffsetDateTime,
+) -> GatewayError {
+    let resets = format!(
+        "{:04}-{:02}-{:02}",
+        resets.year(),
+        u8::from(resets.month()),
+        resets.day()
+    );
+    let message = if request_usd > cap_usd - spent_usd && spent_usd + 1e-9 < cap_usd {
+        format!(
+            "this request could cost up to ${request_usd:.4} (its prompt plus max_tokens at the model's \
+             price), more than the ${:.4} left of the {} plan's ${cap_usd:.2} monthly spend cap; lower \
+             max_tokens, or upgrade your plan",
+            (cap_usd - spent_usd).max(0.0),
+            plan.name
+        )
+    } else {
+        format!(
+            "monthly spend cap reached: ${spent_usd:.2} of the {} plan's ${cap_usd:.2} used this month; \
+             it resets on {resets} (UTC), or upgrade your plan",
+            plan.name
+        )
+    };
+    GatewayError::PaymentRequired(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn months_roll_over_at_utc_midnight() {
+        assert_eq!(
+            next_month_start(datetime!(2026-12-31 23:59 UTC)),
+            datetime!(2027-01-01 00:00 UTC)
+        );
+        assert_eq!(
+            spend_counter_key("acct_1", datetime!(2026-11-27 10:00 UTC)),
+            "spend#acct_1#2026-11"
+        );
+    }
+
+    #[test]
+    fn costs_round_up_to_the_nanodollar() {
+        assert_eq!(nanos(0.0000045), 4500);
+        assert_eq!(nanos(1.0), 1_000_000_000);
+        assert_eq!(nanos(-1.0), 0);
+    }
+}
