@@ -1,6 +1,9 @@
 //! Test harness: a mock OpenAI upstream that speaks the real wire format, an in-process gateway on a real
 //! socket, and clients for the stand-in servers that tests/run.sh starts (SecantusDB, dynalite, moto).
 
+// Stripe's objects are large; `json!` needs more room to expand them.
+#![recursion_limit = "512"]
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +16,7 @@ pub mod identity;
 pub mod mock_anthropic;
 pub mod mock_gemini;
 pub mod mock_openai;
+pub mod mock_stripe;
 
 pub use mock_openai::MockOpenAi;
 

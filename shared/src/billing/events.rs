@@ -307,7 +307,7 @@ impl Webhooks {
         match result {
             Ok(note) => {
                 tracing::info!(event_id, event_type, note, "Stripe event applied");
-                self.complete(&event_id, now).await
+                self.complete(&event_id, now, "processed".into()).await
             }
             Err(Failure::Permanent(reason)) => {
                 tracing::error!(
@@ -316,7 +316,8 @@ impl Webhooks {
                     reason,
                     "Stripe event cannot be applied; acknowledged"
                 );
-                self.complete(&event_id, now).await
+                self.complete(&event_id, now, format!("not applied: {reason}"))
+                    .await
             }
             Err(Failure::Transient(e)) => {
                 tracing::error!(event_id, event_type, error = %e, "Stripe event failed; Stripe will retry");
@@ -329,9 +330,9 @@ impl Webhooks {
         }
     }
 
-    async fn complete(&self, event_id: &str, now: OffsetDateTime) -> Receipt {
+    async fn complete(&self, event_id: &str, now: OffsetDateTime, note: String) -> Receipt {
         match self.records.complete_stripe_event(event_id, now).await {
-            Ok(()) => Receipt::Acknowledged("processed".into()),
+            Ok(()) => Receipt::Acknowledged(note),
             Err(e) => {
                 // Applying again is harmless (states are ordered), so let Stripe retry.
                 tracing::error!(event_id, error = %e, "could not record a processed Stripe event");
