@@ -111,7 +111,7 @@ pub struct ProfileChange {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProfileUpdate {
-    Updated(Account),
+    Updated(Box<Account>),
     /// Another account already uses that email.
     EmailTaken,
     NotFound,

@@ -454,6 +454,20 @@ async fn the_account_export_holds_everything_written_and_no_secret() {
             })
             .collect();
         records.insert_usage(&rows).await.unwrap();
+        let billing = qnp_shared::billing::Billing {
+            stripe_customer_id: Some("cus_export".into()),
+            subscription: Some(qnp_shared::billing::Subscription {
+                id: "sub_export".into(),
+                price_id: "price_pro".into(),
+                status: "active".into(),
+                current_period_end: now + Duration::days(20),
+                cancel_at_period_end: false,
+                as_of: now.unix_timestamp(),
+            }),
+            version: 1,
+            ..Default::default()
+        };
+        assert!(records.update_billing(&me, 0, &billing).await.unwrap());
         let response = w.get("/account/export", &cookie).await;
         assert_eq!(response.status(), StatusCode::OK);
         let text = response.text().await.unwrap();
@@ -463,7 +477,9 @@ async fn the_account_export_holds_everything_written_and_no_secret() {
         assert_eq!(doc["identities"][0]["subject"], "g-1");
         assert_eq!(doc["api_keys"][0]["id"], key.record.key_id.as_str());
         assert_eq!(doc["api_keys"][0]["name"], "ci");
-        assert_eq!(doc["billing"]["plan"], "free");
+        assert_eq!(doc["billing"]["stripe_customer_id"], "cus_export");
+        assert_eq!(doc["billing"]["subscription"]["status"], "active");
+        assert_eq!(doc["billing"]["subscription"]["price_id"], "price_pro");
         let exported: Vec<UsageRecord> = serde_json::from_value(doc["usage"].clone()).unwrap();
         let mut expected = rows.clone();
         for r in &mut expected {

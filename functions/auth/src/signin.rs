@@ -84,7 +84,7 @@ pub async fn account_for(
             .await
             .map_err(GatewayError::internal)?
         {
-            return Ok(updated);
+            return Ok(*updated);
         }
     }
     Ok(account)

@@ -6,7 +6,8 @@
 //!   "account": {id, email, name, plan, created_at, restricted, deletion_requested_at},
 //!   "identities": [{provider, subject, email, created_at}],
 //!   "api_keys": [{id, name, prefix, created_at, last_used_at, revoked_at}],   // never hashes
-//!   "billing": {plan, stripe_customer_id, stripe_subscription_id},
+//!   "billing": {stripe_customer_id, subscription: {id, price_id, status, current_period_end,
+//!               cancel_at_period_end} | null, payment_failed_at},         // never card data
 //!   "usage": [UsageRecord, ...] }                                            // streamed, oldest first
 //! ```
 
@@ -60,7 +61,15 @@ async fn head(
             "id": k.key_id, "name": k.name, "prefix": k.prefix(), "created_at": ts(k.created_at),
             "last_used_at": k.last_used_at.map(ts), "revoked_at": k.revoked_at.map(ts),
         })).collect::<Vec<_>>(),
-        "billing": {"plan": account.plan, "stripe_customer_id": null, "stripe_subscription_id": null},
+        "billing": {
+            "stripe_customer_id": account.billing.stripe_customer_id,
+            "subscription": account.billing.subscription.as_ref().map(|s| json!({
+                "id": s.id, "price_id": s.price_id, "status": s.status,
+                "current_period_end": ts(s.current_period_end),
+                "cancel_at_period_end": s.cancel_at_period_end,
+            })),
+            "payment_failed_at": account.billing.payment_failed_at.map(ts),
+        },
     });
     // Everything but the usage array, which is streamed after it: `{...,"usage":[`.
     let mut head = serde_json::to_vec(&document).map_err(GatewayError::internal)?;

@@ -417,7 +417,7 @@ impl RecordStore for EmbeddedStore {
         match result {
             Ok(0) => Ok(ProfileUpdate::NotFound),
             Ok(_) => Ok(match self.account(account_id).await? {
-                Some(account) => ProfileUpdate::Updated(account),
+                Some(account) => ProfileUpdate::Updated(Box::new(account)),
                 None => ProfileUpdate::NotFound,
             }),
             Err(e) if is_unique_violation(&e) => Ok(ProfileUpdate::EmailTaken),

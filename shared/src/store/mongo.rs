@@ -421,7 +421,7 @@ impl RecordStore for MongoStore {
         }
         if set.is_empty() {
             return Ok(match self.account(account_id).await? {
-                Some(account) => ProfileUpdate::Updated(account),
+                Some(account) => ProfileUpdate::Updated(Box::new(account)),
                 None => ProfileUpdate::NotFound,
             });
         }
@@ -431,7 +431,7 @@ impl RecordStore for MongoStore {
             .return_document(ReturnDocument::After)
             .await;
         match updated {
-            Ok(Some(doc)) => Ok(ProfileUpdate::Updated(doc.into())),
+            Ok(Some(doc)) => Ok(ProfileUpdate::Updated(Box::new(doc.into()))),
             Ok(None) => Ok(ProfileUpdate::NotFound),
             Err(e) if is_duplicate_key(&e) => Ok(ProfileUpdate::EmailTaken),
             Err(e) => Err(e.into()),
