@@ -173,6 +173,8 @@ pub struct Config {
     pub plans_file: Option<PathBuf>,
     /// The plan table inline (`QNP_PLANS`, JSON), for deployments where a file is awkward.
     pub plans_json: Option<String>,
+    /// Development only: serve the dashboard's files from this directory instead of the binary.
+    pub dashboard_dir: Option<PathBuf>,
     pub stripe: StripeConfig,
     /// How long a subscription whose payment failed keeps its plan before the account falls back to its
     /// own plan.
@@ -280,6 +282,7 @@ impl Config {
             models_file: env.get("QNP_MODELS_FILE").map(PathBuf::from),
             plans_file: env.get("QNP_PLANS_FILE").map(PathBuf::from),
             plans_json: env.get("QNP_PLANS").map(str::to_owned),
+            dashboard_dir: env.get("QNP_DASHBOARD_DIR").map(PathBuf::from),
             stripe: StripeConfig {
                 secret_key: env.get("STRIPE_SECRET_KEY").map(str::to_owned),
                 webhook_secrets: env

@@ -391,6 +391,9 @@ impl qnp_shared::store::RecordStore for CountingKeyReads {
     async fn insert_usage(&self, rows: &[UsageRecord]) -> anyhow::Result<()> {
         self.inner.insert_usage(rows).await
     }
+    async fn recent_usage(&self, id: &str, limit: u64) -> anyhow::Result<Vec<UsageRecord>> {
+        self.inner.recent_usage(id, limit).await
+    }
     async fn usage_totals(
         &self,
         id: &str,

@@ -197,6 +197,11 @@ async fn records_contract(store: Arc<dyn RecordStore>) {
         .await
         .unwrap();
     assert_eq!(bens.len(), 1);
+    // The dashboard's recent calls: newest first, limited, only the account's own.
+    let recent = store.recent_usage(&ann.id, 3).await.unwrap();
+    let expected: Vec<UsageRecord> = rows.iter().rev().take(3).cloned().collect();
+    assert_eq!(recent, expected);
+    assert_eq!(store.recent_usage(&ben.id, 50).await.unwrap().len(), 1);
 }
 
 async fn account_rights_contract(store: Arc<dyn RecordStore>) {

@@ -24,6 +24,7 @@ pub fn router(export: Arc<Export>) -> Router {
     Router::new()
         .route("/usage", get(usage::summary))
         .route("/usage/export.csv", get(usage::csv))
+        .route("/usage/calls", get(usage::recent))
         .route("/account/export", get(account_export::export))
         .route_layer(axum::middleware::from_fn_with_state(
             guard,

@@ -88,6 +88,31 @@ pub async fn summary(
         .unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Most calls the recent-calls table asks for at once.
+const MAX_RECENT: u64 = 200;
+
+#[derive(Deserialize)]
+pub struct Recent {
+    limit: Option<u64>,
+}
+
+/// `GET /usage/calls?limit=N`: the latest calls, newest first, for the dashboard's table.
+pub async fn recent(
+    State(export): State<Arc<Export>>,
+    Extension(me): Extension<SignedIn>,
+    Query(query): Query<Recent>,
+) -> Response {
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_RECENT).contains(&limit) {
+        return GatewayError::field("limit", format!("'limit' must be 1 to {MAX_RECENT}"))
+            .into_response();
+    }
+    match export.web.records.recent_usage(&me.account.id, limit).await {
+        Ok(rows) => Json(json!({"data": rows})).into_response(),
+        Err(e) => GatewayError::internal(e).into_response(),
+    }
+}
+
 fn day(ts: OffsetDateTime) -> String {
     format_timestamp(ts)[..10].to_owned()
 }

@@ -48,8 +48,8 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.write_all(contents.as_bytes())
 }
 
-/// Everything `qnp serve` mounts: the proxy, auth, export and stripe-webhook functions, with shared
-/// fallbacks.
+/// Everything `qnp serve` mounts: the proxy, auth, export, stripe-webhook and dashboard functions, with
+/// shared fallbacks.
 pub fn build(
     config: &Config,
     stores: &Stores,
@@ -77,8 +77,12 @@ pub fn build(
     let payments = Arc::new(qnp_stripe_webhook::Payments::new(
         config, stores, web, plans, public_url,
     )?);
+    let dashboard = Arc::new(qnp_dashboard::Dashboard {
+        dir: config.dashboard_dir.clone(),
+    });
     Ok(qnp_shared::web::with_fallbacks(
         qnp_proxy::router(proxy)
+            .merge(qnp_dashboard::router(dashboard))
             .merge(qnp_auth::router(auth))
             .merge(qnp_export::router(export))
             .merge(qnp_stripe_webhook::router(payments)),

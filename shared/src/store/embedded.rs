@@ -603,6 +603,17 @@ impl RecordStore for EmbeddedStore {
         Ok(())
     }
 
+    async fn recent_usage(&self, account_id: &str, limit: u64) -> anyhow::Result<Vec<UsageRecord>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {USAGE_COLUMNS} FROM usage WHERE account_id = ?1
+                 ORDER BY timestamp DESC, request_id DESC LIMIT ?2"
+            ))?;
+            stmt.query_map(params![account_id, limit], usage_from_row)?
+                .collect()
+        })
+    }
+
     async fn usage_totals(
         &self,
         account_id: &str,

@@ -55,6 +55,8 @@ pub trait RecordStore: Send + Sync {
 
     /// Writes usage rows; rows whose request id is already stored are skipped, so a retried write is safe.
     async fn insert_usage(&self, rows: &[UsageRecord]) -> anyhow::Result<()>;
+    /// The account's most recent usage rows, newest first, at most `limit`.
+    async fn recent_usage(&self, account_id: &str, limit: u64) -> anyhow::Result<Vec<UsageRecord>>;
     /// Per-day, per-model totals of the account's usage in `[from, to)`, computed by the database.
     async fn usage_totals(
         &self,

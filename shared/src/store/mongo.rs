@@ -574,6 +574,18 @@ impl RecordStore for MongoStore {
         }
     }
 
+    async fn recent_usage(&self, account_id: &str, limit: u64) -> anyhow::Result<Vec<UsageRecord>> {
+        let docs: Vec<UsageDoc> = self
+            .usage
+            .find(doc! {"account_id": account_id})
+            .sort(doc! {"timestamp": -1, "_id": -1})
+            .limit(limit as i64)
+            .await?
+            .try_collect()
+            .await?;
+        Ok(docs.into_iter().map(Into::into).collect())
+    }
+
     async fn usage_totals(
         &self,
         account_id: &str,
