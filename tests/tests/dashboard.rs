@@ -21,9 +21,15 @@ async fn the_page_and_its_files_are_served_with_a_strict_policy() {
     assert!(!csp.contains("unsafe-inline") && !csp.contains("http"));
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["x-frame-options"], "DENY");
-    assert!(headers.get("set-cookie").is_none(), "the page sets no cookie");
+    assert!(
+        headers.get("set-cookie").is_none(),
+        "the page sets no cookie"
+    );
     let html = page.text().await.unwrap();
-    assert!(!html.contains("<script>") && !html.contains(" style="), "no inline code");
+    assert!(
+        !html.contains("<script>") && !html.contains(" style="),
+        "no inline code"
+    );
 
     // Every script and stylesheet the page names is served from our origin with its type.
     let mut referenced = 0;
@@ -34,17 +40,33 @@ async fn the_page_and_its_files_are_served_with_a_strict_policy() {
                 assert!(!path.contains("://"), "no third-party reference: {path}");
                 continue;
             }
-            let asset = http.get(format!("{}{path}", gateway.url)).send().await.unwrap();
+            let asset = http
+                .get(format!("{}{path}", gateway.url))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(asset.status(), 200, "{path}");
             let kind = asset.headers()["content-type"].to_str().unwrap().to_owned();
-            assert!(kind.starts_with("text/javascript") || kind.starts_with("text/css"), "{path}: {kind}");
+            assert!(
+                kind.starts_with("text/javascript") || kind.starts_with("text/css"),
+                "{path}: {kind}"
+            );
             referenced += 1;
         }
     }
     assert!(referenced >= 2, "the page loads its script and stylesheet");
 
-    for bad in ["/assets/../Cargo.toml", "/assets/%2e%2e/Cargo.toml", "/assets/nope.js", "/assets/"] {
-        let response = http.get(format!("{}{bad}", gateway.url)).send().await.unwrap();
+    for bad in [
+        "/assets/../Cargo.toml",
+        "/assets/%2e%2e/Cargo.toml",
+        "/assets/nope.js",
+        "/assets/",
+    ] {
+        let response = http
+            .get(format!("{}{bad}", gateway.url))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 404, "{bad}");
     }
     gateway.stop().await;
