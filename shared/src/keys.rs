@@ -249,8 +249,17 @@ impl KeyVerifier {
         Ok(key)
     }
 
-    fn forget(&self, key_id: &str) {
+    /// Drops a key from the cache: its next use reads the store again (a revocation in this process).
+    pub fn forget(&self, key_id: &str) {
         self.cache.write().expect("key cache lock").remove(key_id);
+    }
+
+    /// Drops every cached key of an account (restriction, deletion, a plan change in this process).
+    pub fn forget_account(&self, account_id: &str) {
+        self.cache
+            .write()
+            .expect("key cache lock")
+            .retain(|_, entry| entry.key.account_id != account_id);
     }
 
     fn recently_rejected(&self, secret_digest: &[u8; 32]) -> bool {

@@ -159,6 +159,18 @@ async fn signed_in(web: &WebAuth, headers: &HeaderMap) -> Result<(Account, bool)
     Ok((account, refresh))
 }
 
+/// The account signed in on this request, if any, for public routes that only want to know.
+pub async fn current_account(
+    web: &WebAuth,
+    headers: &HeaderMap,
+) -> Result<Option<Account>, GatewayError> {
+    match signed_in(web, headers).await {
+        Ok((account, _)) => Ok(Some(account)),
+        Err(GatewayError::NotSignedIn) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
 async fn not_found(request: Request) -> Response {
     GatewayError::NotFound(format!(
         "no such route: {} {}",

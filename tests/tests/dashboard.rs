@@ -47,10 +47,13 @@ async fn the_page_and_its_files_are_served_with_a_strict_policy() {
                 .unwrap();
             assert_eq!(asset.status(), 200, "{path}");
             let kind = asset.headers()["content-type"].to_str().unwrap().to_owned();
-            assert!(
-                kind.starts_with("text/javascript") || kind.starts_with("text/css"),
-                "{path}: {kind}"
-            );
+            let expected = match path.rsplit('.').next().unwrap() {
+                "js" => "text/javascript",
+                "css" => "text/css",
+                "svg" => "image/svg+xml",
+                other => panic!("{path}: unexpected asset type {other}"),
+            };
+            assert!(kind.starts_with(expected), "{path}: {kind}");
             referenced += 1;
         }
     }

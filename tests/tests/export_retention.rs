@@ -319,12 +319,15 @@ async fn date_ranges_include_whole_days_and_bad_dates_name_the_field() {
             ),
         ];
         w.gateway.stores.records.insert_usage(&rows).await.unwrap();
-        let csv = w
+        let response = w
             .get("/usage/export.csv?from=2026-11-10&to=2026-11-11", &cookie)
-            .await
-            .text()
-            .await
-            .unwrap();
+            .await;
+        // The file is named by the days it holds: `to` is inclusive when given as a date.
+        assert_eq!(
+            response.headers()["content-disposition"],
+            "attachment; filename=\"qnp-usage-2026-11-10-2026-11-11.csv\""
+        );
+        let csv = response.text().await.unwrap();
         let ids: Vec<&str> = csv
             .lines()
             .skip(1)

@@ -123,6 +123,7 @@ async fn set_restricted(
         .set_restricted(&me.account.id, restricted)
         .await
         .map_err(GatewayError::internal)?;
+    auth.forget_account_keys(&me.account.id);
     let account = Account {
         restricted,
         ..me.account.clone()
@@ -155,6 +156,7 @@ pub async fn delete(State(auth): State<Arc<Auth>>, Extension(me): Extension<Sign
     if let Err(e) = auth.web.records.request_deletion(&me.account.id, now).await {
         return GatewayError::internal(e).into_response();
     }
+    auth.forget_account_keys(&me.account.id);
     let mut response = (
         StatusCode::ACCEPTED,
         Json(json!({

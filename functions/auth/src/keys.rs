@@ -116,7 +116,12 @@ pub async fn revoke(
         return GatewayError::NotFound(format!("no key {key_id}")).into_response();
     }
     match records.revoke_key(&key_id, OffsetDateTime::now_utc()).await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Ok(_) => {
+            if let Some(cache) = &auth.key_cache {
+                cache.forget(&key_id);
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
         Err(e) => GatewayError::internal(e).into_response(),
     }
 }

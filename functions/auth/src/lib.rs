@@ -19,8 +19,10 @@ mod login;
 pub mod oidc;
 mod signin;
 
-/// The only routes served without a session: starting and finishing a sign-in.
+/// The only routes served without a session: starting and finishing a sign-in, and asking whether one
+/// is signed in (which the dashboard does before anything else).
 pub const PUBLIC_ROUTES: &[PublicRoute] = &[
+    (Method::GET, "/auth/session"),
     (Method::GET, "/auth/google/login"),
     (Method::GET, "/auth/google/callback"),
     (Method::GET, "/auth/apple/login"),
@@ -61,6 +63,9 @@ pub struct Auth {
     pub google: Option<SignInProvider>,
     pub apple: Option<SignInProvider>,
     pub bcrypt_cost: u32,
+    /// The proxy's key cache when it runs in this process (`qnp serve`): revoking a key or restricting
+    /// an account takes effect at once instead of within the cache lifetime.
+    pub key_cache: Option<Arc<qnp_shared::keys::KeyVerifier>>,
 }
 
 impl Auth {
@@ -88,6 +93,14 @@ impl Auth {
             google,
             apple,
             bcrypt_cost: config.bcrypt_cost,
+            key_cache: None,
+        }
+    }
+
+    /// Makes the account's keys be read again on their next use, where the proxy shares this process.
+    fn forget_account_keys(&self, account_id: &str) {
+        if let Some(cache) = &self.key_cache {
+            cache.forget_account(account_id);
         }
     }
 
@@ -103,6 +116,7 @@ pub fn router(auth: Arc<Auth>) -> Router {
         public: PUBLIC_ROUTES,
     };
     Router::new()
+        .route("/auth/session", get(login::session))
         .route("/auth/google/login", get(login::google_login))
         .route("/auth/google/callback", get(login::google_callback))
         .route("/auth/apple/login", get(login::apple_login))

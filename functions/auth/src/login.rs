@@ -95,16 +95,55 @@ async fn login(auth: &Auth, name: &str) -> Result<Response, GatewayError> {
     Ok(response)
 }
 
-pub async fn google_login(State(auth): State<Arc<Auth>>) -> Response {
-    login(&auth, "google")
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+/// Sign-in pages are browser navigations: a failure there goes back to the dashboard with the reason
+/// (`/?signin_error=...`) rather than to a bare JSON body. API clients (no `text/html` in `Accept`) get
+/// the JSON error as everywhere else. Details are logged; only the public message travels.
+fn finish_sign_in(
+    auth: &Auth,
+    headers: &HeaderMap,
+    result: Result<Response, GatewayError>,
+) -> Response {
+    let err = match result {
+        Ok(response) => return response,
+        Err(err) => err,
+    };
+    let wants_page = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if !wants_page {
+        return err.into_response();
+    }
+    tracing::warn!(error = %err, "sign-in failed");
+    let reason: String =
+        url::form_urlencoded::byte_serialize(err.public_message().as_bytes()).collect();
+    redirect(&format!("{}/?signin_error={reason}", auth.public_url))
 }
 
-pub async fn apple_login(State(auth): State<Arc<Auth>>) -> Response {
-    login(&auth, "apple")
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+pub async fn google_login(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
+    finish_sign_in(&auth, &headers, login(&auth, "google").await)
+}
+
+pub async fn apple_login(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
+    finish_sign_in(&auth, &headers, login(&auth, "apple").await)
+}
+
+/// `GET /auth/session`: whether this browser is signed in, and which sign-in providers are configured,
+/// so the dashboard can choose its view (and its buttons) without provoking a 401.
+pub async fn session(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
+    let signed_in = match qnp_shared::web::current_account(&auth.web, &headers).await {
+        Ok(account) => account.is_some(),
+        Err(err) => return err.into_response(),
+    };
+    let mut response = axum::Json(serde_json::json!({
+        "signed_in": signed_in,
+        "providers": {"google": auth.google.is_some(), "apple": auth.apple.is_some()},
+    }))
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 async fn callback(
@@ -191,9 +230,8 @@ pub async fn google_callback(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    callback(&auth, "google", &headers, &params)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    let result = callback(&auth, "google", &headers, &params).await;
+    finish_sign_in(&auth, &headers, result)
 }
 
 /// Apple's `response_mode=form_post` callback: the fields arrive as a form body.
@@ -203,9 +241,8 @@ pub async fn apple_callback(
     body: axum::body::Bytes,
 ) -> Response {
     let params: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    callback(&auth, "apple", &headers, &params)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    let result = callback(&auth, "apple", &headers, &params).await;
+    finish_sign_in(&auth, &headers, result)
 }
 
 /// Ends every session of the account (server-side, by bumping its session version) and clears the cookie.

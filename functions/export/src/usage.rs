@@ -159,7 +159,8 @@ pub async fn csv(
     let filename = format!(
         "attachment; filename=\"qnp-usage-{}-{}.csv\"",
         day(from),
-        day(to)
+        // `to` is exclusive: name the last day the file holds.
+        day(to - time::Duration::nanoseconds(1))
     );
     if let Ok(value) = HeaderValue::from_str(&filename) {
         headers.insert(header::CONTENT_DISPOSITION, value);

@@ -30,7 +30,9 @@ mod routing;
 pub struct Proxy {
     pub catalog: Arc<Catalog>,
     pub plans: Arc<Plans>,
-    pub keys: KeyVerifier,
+    /// Shared with the auth and billing routes when they run in this process, so revocations and plan
+    /// changes reach the cache at once.
+    pub keys: Arc<KeyVerifier>,
     pub limiter: RateLimiter,
     pub budget: Budget,
     /// How long a subscription with a failed payment keeps its plan.
@@ -54,7 +56,10 @@ impl Proxy {
     ) -> Proxy {
         let models_body = models::render(&catalog);
         Proxy {
-            keys: KeyVerifier::new(stores.records.clone(), config.key_cache_ttl),
+            keys: Arc::new(KeyVerifier::new(
+                stores.records.clone(),
+                config.key_cache_ttl,
+            )),
             limiter: RateLimiter::new(stores.counters.clone()),
             budget: Budget::new(stores.counters.clone()),
             billing_grace: config.billing_grace,

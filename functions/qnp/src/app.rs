@@ -72,11 +72,14 @@ pub fn build(
         public_origin: origin_of(public_url),
     });
     let http = qnp_shared::providers::http_client();
-    let auth = Arc::new(qnp_auth::Auth::new(config, web.clone(), public_url, http));
+    // One process: revocations, restrictions and plan changes reach the proxy's key cache at once.
+    let mut auth = qnp_auth::Auth::new(config, web.clone(), public_url, http);
+    auth.key_cache = Some(proxy.keys.clone());
+    let auth = Arc::new(auth);
     let export = Arc::new(qnp_export::Export { web: web.clone() });
-    let payments = Arc::new(qnp_stripe_webhook::Payments::new(
-        config, stores, web, plans, public_url,
-    )?);
+    let mut payments = qnp_stripe_webhook::Payments::new(config, stores, web, plans, public_url)?;
+    payments.webhooks.key_cache = Some(proxy.keys.clone());
+    let payments = Arc::new(payments);
     let dashboard = Arc::new(qnp_dashboard::Dashboard {
         dir: config.dashboard_dir.clone(),
     });

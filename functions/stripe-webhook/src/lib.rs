@@ -51,6 +51,7 @@ impl Payments {
                 stripe: stripe.clone(),
                 secrets: config.stripe.webhook_secrets.clone(),
                 grace,
+                key_cache: None,
             },
             budget: Budget::new(stores.counters.clone()),
             web,

@@ -250,6 +250,8 @@ pub struct Webhooks {
     pub stripe: Option<StripeApi>,
     pub secrets: Vec<String>,
     pub grace: Duration,
+    /// The proxy's key cache when it runs in this process (`qnp serve`): a plan change applies at once.
+    pub key_cache: Option<Arc<crate::keys::KeyVerifier>>,
 }
 
 impl Webhooks {
@@ -368,6 +370,12 @@ impl Webhooks {
         }
     }
 
+    fn plan_may_have_changed(&self, account_id: &str) {
+        if let Some(cache) = &self.key_cache {
+            cache.forget_account(account_id);
+        }
+    }
+
     /// The account a Stripe object belongs to: by its customer (set when QNP created the customer),
     /// else by the account id QNP wrote into its metadata.
     async fn account_for(
@@ -440,6 +448,7 @@ impl Webhooks {
         })
         .await
         .map_err(transient)?;
+        self.plan_may_have_changed(&account.id);
         Ok(if applied.subscription.as_ref() == Some(&state) {
             format!("subscription {} is {}", state.id, state.status)
         } else {
@@ -491,6 +500,7 @@ impl Webhooks {
         })
         .await
         .map_err(transient)?;
+        self.plan_may_have_changed(&account.id);
         Ok(match applied.payment_failed_at {
             Some(at) => format!("payment failing since {at}"),
             None => "payments in good standing".into(),

@@ -32,8 +32,9 @@ function showSignedOut() {
   show("view-signed-out");
 }
 
+/** Everything a new call changes: the chart, the calls table, this month's spend, keys' "last used". */
 function refreshUsage() {
-  return Promise.all([usage.load(), calls.load(), billing.load()]);
+  return Promise.all([usage.load(), calls.load(), billing.load(), keys.load()]);
 }
 
 function showDashboard(me) {
@@ -44,7 +45,7 @@ function showDashboard(me) {
     notify("Your session has ended. Sign in again to continue.", "info", { sticky: true });
   });
   // Sections load independently: one failing shows its own error and leaves the others working.
-  return Promise.all([keys.load(), refreshUsage()]);
+  return refreshUsage();
 }
 
 async function boot() {

@@ -84,9 +84,9 @@ function drawChart(data) {
       plugins: {
         legend: { position: "bottom", labels: { color: text, boxWidth: 12, boxHeight: 12, usePointStyle: false } },
         tooltip: {
-          callbacks: {
-            label: (ctx) => (ctx.parsed.y ? `${ctx.dataset.label}: ${m.format(ctx.parsed.y)}` : null),
-          },
+          // Only the models used that day: thirty zero lines would bury the one that matters.
+          filter: (item) => item.parsed.y !== 0,
+          callbacks: { label: (ctx) => `${ctx.dataset.label}: ${m.format(ctx.parsed.y)}` },
         },
       },
     },
@@ -176,8 +176,8 @@ function updateExportLink() {
   error.hidden = !problem;
   link.setAttribute("aria-disabled", problem ? "true" : "false");
   const query = new URLSearchParams({ from, to });
+  // The server names the file (Content-Disposition); `download` just keeps the page in place.
   link.href = `/usage/export.csv?${query}`;
-  link.setAttribute("download", `qnp-usage-${from}-to-${to}.csv`);
 }
 
 export function reset() {
@@ -197,6 +197,10 @@ export function init() {
   for (const input of document.querySelectorAll('input[name="metric"]')) {
     input.addEventListener("change", () => lastData && lastData.totals.length && drawChart(lastData));
   }
+  // The canvas takes its axis and grid colours from the theme when drawn: redraw when the theme flips.
+  matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+    if (lastData && lastData.totals.length) drawChart(lastData);
+  });
   const today = utcDay(new Date());
   $("export-from").value = addDays(today, -(DAYS - 1));
   $("export-to").value = today;
