@@ -137,6 +137,14 @@ impl World {
             .billing
     }
 
+    async fn subscription_status(&self, account_id: &str) -> String {
+        self.billing_of(account_id)
+            .await
+            .subscription
+            .unwrap()
+            .status
+    }
+
     /// The request limit the proxy reports for this key right now.
     async fn request_limit(&self, key: &str) -> u64 {
         let response = self
@@ -192,8 +200,8 @@ impl World {
     }
 }
 
+/// A delivery of a subscription event (a fresh event id each time) for the subscriber's subscription.
 fn subscription_event(
-    id: &str,
     kind: &str,
     created: i64,
     sub: &Subscriber,
@@ -209,7 +217,7 @@ fn subscription_event(
         current_period_end: period_end,
         cancel_at_period_end: false,
     });
-    event_json(id, kind, created, object)
+    event_json(&qnp_tests::unique("evt"), kind, created, object)
 }
 
 #[tokio::test]
@@ -221,7 +229,6 @@ async fn a_subscription_delivery_changes_the_keys_rate_limit_and_cancellation_en
 
     let period_end = now() + 30 * 86_400;
     let created = subscription_event(
-        &qnp_tests::unique("evt"),
         "customer.subscription.created",
         now() - 5,
         &sub,
@@ -250,7 +257,6 @@ async fn a_subscription_delivery_changes_the_keys_rate_limit_and_cancellation_en
     // Canceled in the portal: Stripe deletes the subscription at the end of the period paid for. A
     // deletion whose period has not ended yet keeps the plan until then.
     let deleted = subscription_event(
-        &qnp_tests::unique("evt"),
         "customer.subscription.deleted",
         now() - 1,
         &sub,
@@ -264,7 +270,6 @@ async fn a_subscription_delivery_changes_the_keys_rate_limit_and_cancellation_en
         "paid until the period end"
     );
     let ended = subscription_event(
-        &qnp_tests::unique("evt"),
         "customer.subscription.deleted",
         now(),
         &sub,
@@ -284,9 +289,7 @@ async fn a_subscription_delivery_changes_the_keys_rate_limit_and_cancellation_en
 async fn forged_stale_or_unsigned_deliveries_get_400_and_change_nothing() {
     let w = world().await;
     let sub = w.subscriber("forged@example.com").await;
-    let event_id = qnp_tests::unique("evt");
     let payload = subscription_event(
-        &event_id,
         "customer.subscription.created",
         now(),
         &sub,
@@ -358,7 +361,6 @@ async fn the_same_delivery_twice_concurrently_has_one_effect_and_both_get_2xx() 
     let w = world().await;
     let sub = w.subscriber("twice@example.com").await;
     let payload = subscription_event(
-        &qnp_tests::unique("evt"),
         "customer.subscription.created",
         now(),
         &sub,
@@ -401,92 +403,35 @@ async fn out_of_order_deliveries_end_in_stripes_true_state() {
     // `.updated` (active) arrives before its `.created` (incomplete): the account ends active.
     let a = w.subscriber("order-a@example.com").await;
     let t = now() - 100;
-    let updated = subscription_event(
-        &qnp_tests::unique("evt"),
-        "customer.subscription.updated",
-        t + 2,
-        &a,
-        "active",
-        end,
-    );
-    let created = subscription_event(
-        &qnp_tests::unique("evt"),
-        "customer.subscription.created",
-        t,
-        &a,
-        "incomplete",
-        end,
-    );
+    let updated = subscription_event("customer.subscription.updated", t + 2, &a, "active", end);
+    let created = subscription_event("customer.subscription.created", t, &a, "incomplete", end);
     assert_eq!(w.deliver_signed(&updated).await.0, 200);
     assert_eq!(w.deliver_signed(&created).await.0, 200);
-    assert_eq!(
-        w.billing_of(&a.account_id)
-            .await
-            .subscription
-            .unwrap()
-            .status,
-        "active"
-    );
+    assert_eq!(w.subscription_status(&a.account_id).await, "active");
     assert_eq!(w.request_limit(&a.key).await, 600);
 
     // An older `.updated` (active) after the newer `.deleted`: the subscription stays ended.
     let b = w.subscriber("order-b@example.com").await;
     let deleted = subscription_event(
-        &qnp_tests::unique("evt"),
         "customer.subscription.deleted",
         t + 50,
         &b,
         "canceled",
         now() - 10,
     );
-    let stale = subscription_event(
-        &qnp_tests::unique("evt"),
-        "customer.subscription.updated",
-        t + 40,
-        &b,
-        "active",
-        end,
-    );
+    let stale = subscription_event("customer.subscription.updated", t + 40, &b, "active", end);
     assert_eq!(w.deliver_signed(&deleted).await.0, 200);
     assert_eq!(w.deliver_signed(&stale).await.0, 200);
-    assert_eq!(
-        w.billing_of(&b.account_id)
-            .await
-            .subscription
-            .unwrap()
-            .status,
-        "canceled"
-    );
+    assert_eq!(w.subscription_status(&b.account_id).await, "canceled");
     assert_eq!(w.request_limit(&b.key).await, 11);
 
     // Same second, reverse order: the later lifecycle stage wins.
     let c = w.subscriber("order-c@example.com").await;
-    let active = subscription_event(
-        &qnp_tests::unique("evt"),
-        "customer.subscription.updated",
-        t,
-        &c,
-        "active",
-        end,
-    );
-    let incomplete = subscription_event(
-        &qnp_tests::unique("evt"),
-        "customer.subscription.created",
-        t,
-        &c,
-        "incomplete",
-        end,
-    );
+    let active = subscription_event("customer.subscription.updated", t, &c, "active", end);
+    let incomplete = subscription_event("customer.subscription.created", t, &c, "incomplete", end);
     assert_eq!(w.deliver_signed(&active).await.0, 200);
     assert_eq!(w.deliver_signed(&incomplete).await.0, 200);
-    assert_eq!(
-        w.billing_of(&c.account_id)
-            .await
-            .subscription
-            .unwrap()
-            .status,
-        "active"
-    );
+    assert_eq!(w.subscription_status(&c.account_id).await, "active");
 
     // An invoice that failed earlier than the one that was paid does not start a grace period.
     let paid = event_json(
@@ -529,7 +474,6 @@ async fn a_failed_payment_keeps_the_plan_through_the_grace_period_and_a_paid_inv
     let sub_id = format!("sub_{}", sub.account_id);
     let t = now() - 60;
     let created = subscription_event(
-        &qnp_tests::unique("evt"),
         "customer.subscription.created",
         t,
         &sub,
@@ -545,7 +489,6 @@ async fn a_failed_payment_keeps_the_plan_through_the_grace_period_and_a_paid_inv
     );
     assert_eq!(w.deliver_signed(&failed).await.0, 200);
     let past_due = subscription_event(
-        &qnp_tests::unique("evt"),
         "customer.subscription.updated",
         t + 11,
         &sub,
@@ -638,7 +581,6 @@ async fn unknown_types_and_unusable_payloads_are_acknowledged_without_effect() {
         key: String::new(),
     };
     let orphan = subscription_event(
-        &qnp_tests::unique("evt"),
         "customer.subscription.created",
         now(),
         &stranger,
@@ -895,7 +837,6 @@ async fn billing_routes_refuse_bad_requests_clearly() {
     // An active subscriber is sent to the portal instead of buying twice.
     let sub = w.subscriber("subscribed@example.com").await;
     let created = subscription_event(
-        &qnp_tests::unique("evt"),
         "customer.subscription.created",
         now(),
         &sub,
