@@ -5,6 +5,7 @@
 #   tests/run.sh -p qnp-shared    # extra args go to `cargo test`
 #   QNP_TEST_FAST=1 tests/run.sh  # skip cargo fmt / clippy
 #   QNP_TEST_SANITY_ONLY=1 tests/run.sh  # install + start servers + sanity check, then stop
+#   QNP_TEST_SKIP_BROWSER=1 tests/run.sh # skip the dashboard journey in Chromium (last step)
 #
 # The cloud services QNP talks to (MongoDB Atlas, DynamoDB, Secrets Manager) cannot be
 # reached from dev or CI machines, so this script installs local stand-ins that speak the
@@ -13,7 +14,10 @@
 #
 # Everything it installs lives in tests/.deps/ (git-ignored) so a fresh clone on a fresh
 # machine needs only Rust, Python 3.11+ with pip and Node 20+ with npm. Reruns are fast:
-# installs are skipped when the pinned versions are already there.
+# installs are skipped when the pinned versions are already there. The exception is the last
+# step, "Browser journey (tests/browser)": it drives the dashboard through Debian's Chromium,
+# which it installs with apt-get (sudo when not root) if /usr/bin/chromium is missing, and
+# runs tests/browser/run.sh (its own npm ci and servers; screenshots in tests/browser/screenshots/).
 set -euo pipefail
 
 # Always work from the repo root, wherever we are called from.
@@ -446,6 +450,57 @@ if [[ -d tests/python ]]; then
     # (a separate `cargo build -p qnp` would rebuild dependencies with other features).
     export QNP_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/qnp"
     step "pytest tests/python" run_pytest
+fi
+
+# ---------------------------------------------------------------------------------------
+# 5. The dashboard in a real browser: tests/browser/run.sh starts its own mock upstream,
+#    OpenID provider and `qnp serve` (the binary pytest used), drives headless Chromium
+#    through the whole user journey, and stops them again. Screenshots go to
+#    tests/browser/screenshots/ (git-ignored); the journey prints their paths.
+# ---------------------------------------------------------------------------------------
+ensure_chromium() {
+    local chromium="${CHROMIUM_PATH:-/usr/bin/chromium}"
+    if [[ -x "$chromium" ]]; then
+        echo "chromium: $("$chromium" --version 2>/dev/null || echo "$chromium")"
+        return 0
+    fi
+    if [[ -n "${CHROMIUM_PATH:-}" ]]; then
+        echo "error: CHROMIUM_PATH=$CHROMIUM_PATH is not an executable" >&2
+        return 1
+    fi
+    command -v apt-get >/dev/null || {
+        echo "error: no /usr/bin/chromium and no apt-get to install it: install Chromium and set" \
+            "CHROMIUM_PATH, or skip this step with QNP_TEST_SKIP_BROWSER=1" >&2
+        return 1
+    }
+    local -a as_root=()
+    if [[ "$(id -u)" -ne 0 ]]; then
+        command -v sudo >/dev/null || {
+            echo "error: installing Chromium needs root (no sudo here); run 'apt-get install chromium'" \
+                "as root, or skip this step with QNP_TEST_SKIP_BROWSER=1" >&2
+            return 1
+        }
+        as_root=(sudo)
+    fi
+    echo "installing Debian's chromium with apt-get"
+    ${as_root[@]+"${as_root[@]}"} apt-get update -qq
+    ${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+    [[ -x /usr/bin/chromium ]] || { echo "error: apt-get installed no /usr/bin/chromium" >&2; return 1; }
+    echo "chromium: $(/usr/bin/chromium --version 2>/dev/null)"
+}
+
+browser_journey() {
+    ensure_chromium
+    # The same binary as the pytest step (cargo test built it); a relative CARGO_TARGET_DIR is
+    # relative to the repository, which tests/browser/run.sh resolves too.
+    QNP_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/qnp" tests/browser/run.sh
+}
+if [[ "${QNP_TEST_SKIP_BROWSER:-}" == 1 ]]; then
+    header "Browser journey (tests/browser)"
+    echo "QNP_TEST_SKIP_BROWSER=1: skipping the dashboard journey in Chromium"
+    SUMMARY+=("Browser journey (tests/browser): skipped (QNP_TEST_SKIP_BROWSER=1)")
+else
+    step "Browser journey (tests/browser)" browser_journey
 fi
 
 header "All steps passed"

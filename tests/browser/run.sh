@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The dashboard in a real browser: starts a mock OpenAI upstream, the loopback OpenID provider and
-# `qnp serve` on free loopback ports, then drives headless Chromium through the whole user journey
-# (tests/browser/journey.mjs). Everything it starts is stopped on exit, whatever happens.
+# The dashboard in a real browser: starts a mock OpenAI upstream, the loopback OpenID provider, a
+# Stripe stand-in (tests/browser/mock_stripe.mjs) and `qnp serve` on free loopback ports, then drives
+# headless Chromium through the whole user journey (tests/browser/journey.mjs). Everything it starts is
+# stopped on exit, whatever happens.
 #
 #   tests/browser/run.sh                                     # uses target/debug/qnp
 #   QNP_BIN=/path/to/qnp tests/browser/run.sh
@@ -98,12 +99,18 @@ start mock_openai python3 "$REPO/tests/python/mock_openai.py" --port 0 --api-key
 MOCK_PID=$LAST_PID
 start oidc env PORT=0 GOOGLE_REDIRECT_URIS="$QNP_URL/auth/google/callback" node "$REPO/tests/oidc/server.mjs"
 OIDC_PID=$LAST_PID
+# The Stripe stand-in: its API for async-stripe, its Checkout and portal pages for the browser, and
+# signed webhook deliveries to QNP when the browser pays.
+WEBHOOK_SECRET="whsec_browser_$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+start mock_stripe env PORT=0 QNP_URL="$QNP_URL" STRIPE_WEBHOOK_SECRET="$WEBHOOK_SECRET" node "$HERE/mock_stripe.mjs"
+STRIPE_PID=$LAST_PID
 
 MOCK_URL="$(wait_line "$MOCK_PID" "$WORK/mock_openai.out" 'mock_openai listening on' | grep -oE 'http://127\.0\.0\.1:[0-9]+')"
 OIDC_URL="$(wait_line "$OIDC_PID" "$WORK/oidc.out" 'oidc listening on' | grep -oE 'http://127\.0\.0\.1:[0-9]+')"
+STRIPE_URL="$(wait_line "$STRIPE_PID" "$WORK/mock_stripe.out" 'mock_stripe listening on' | grep -oE 'http://127\.0\.0\.1:[0-9]+')"
 
-# QNP_KEY_CACHE_SECS=0: the journey checks that a revoked key is refused at once; by default a warm
-# server may keep accepting it for up to 60 s (documented revocation delay).
+# No QNP_KEY_CACHE_SECS here: under `qnp serve` a revocation reaches the proxy's key cache in the same
+# process, and the journey checks that a revoked key is refused at once with the default cache.
 qnp_env=(
   QNP_DATA_DIR="$WORK/data"
   QNP_PUBLIC_URL="$QNP_URL"
@@ -113,12 +120,19 @@ qnp_env=(
   OPENAI_API_KEY="$UPSTREAM_KEY"
   QNP_OPENAI_BASE_URL="$MOCK_URL/v1"
   QNP_BCRYPT_COST=4
-  QNP_KEY_CACHE_SECS=0
+  STRIPE_SECRET_KEY=sk_test_browser
+  STRIPE_WEBHOOK_SECRET="$WEBHOOK_SECRET"
+  QNP_STRIPE_API_BASE="$STRIPE_URL"
+  # The README's example plans: the journey upgrades from free ($1.00 cap) to pro ($200.00, 600 rpm).
+  QNP_PLANS='[{"name":"free","requests_per_minute":20,"tokens_per_minute":40000,"monthly_spend_cap_usd":1.0},{"name":"pro","stripe_price_id":"price_browser_pro","requests_per_minute":600,"tokens_per_minute":2000000,"monthly_spend_cap_usd":200.0}]'
 )
 [[ -n "${QNP_DASHBOARD_DIR:-}" ]] && qnp_env+=(QNP_DASHBOARD_DIR="$QNP_DASHBOARD_DIR")
-start qnp env "${qnp_env[@]}" "$QNP_BIN" serve --listen "127.0.0.1:$QNP_PORT"
+start qnp env -u QNP_KEY_CACHE_SECS "${qnp_env[@]}" "$QNP_BIN" serve --listen "127.0.0.1:$QNP_PORT"
 QNP_PID=$LAST_PID
 wait_line "$QNP_PID" "$WORK/qnp.log" "qnp listening on $QNP_URL" >/dev/null
 
-echo "run.sh: qnp $QNP_URL, upstream $MOCK_URL, oidc $OIDC_URL (ready after $((SECONDS - started)) s)"
-QNP_URL="$QNP_URL" node "$HERE/journey.mjs"
+page="compiled in"
+[[ -n "${QNP_DASHBOARD_DIR:-}" ]] && page="from $QNP_DASHBOARD_DIR"
+echo "run.sh: qnp $QNP_URL ($QNP_BIN; page $page)," \
+  "upstream $MOCK_URL, oidc $OIDC_URL, stripe $STRIPE_URL (ready after $((SECONDS - started)) s)"
+QNP_URL="$QNP_URL" STRIPE_MOCK_URL="$STRIPE_URL" node "$HERE/journey.mjs"

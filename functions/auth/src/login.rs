@@ -95,9 +95,20 @@ async fn login(auth: &Auth, name: &str) -> Result<Response, GatewayError> {
     Ok(response)
 }
 
-/// Sign-in pages are browser navigations: a failure there goes back to the dashboard with the reason
-/// (`/?signin_error=...`) rather than to a bare JSON body. API clients (no `text/html` in `Accept`) get
-/// the JSON error as everywhere else. Details are logged; only the public message travels.
+/// Why a browser's sign-in failed, as a code from a fixed set: the dashboard words it. A link anyone can
+/// craft must not be able to put its own text on our page, so no message travels in the URL.
+fn sign_in_failure_code(err: &GatewayError) -> &'static str {
+    match err {
+        GatewayError::ProviderNotConfigured { .. } => "not_configured",
+        GatewayError::BadRequest(message) if message.contains("access_denied") => "cancelled",
+        GatewayError::BadRequest(message) if message.contains("start again") => "expired",
+        _ => "failed",
+    }
+}
+
+/// Sign-in pages are browser navigations: a failure there goes back to the dashboard with a reason code
+/// (`/?signin_error=cancelled`) rather than to a bare JSON body. API clients (no `text/html` in
+/// `Accept`) get the JSON error as everywhere else. The detail is logged.
 fn finish_sign_in(
     auth: &Auth,
     headers: &HeaderMap,
@@ -115,9 +126,8 @@ fn finish_sign_in(
         return err.into_response();
     }
     tracing::warn!(error = %err, "sign-in failed");
-    let reason: String =
-        url::form_urlencoded::byte_serialize(err.public_message().as_bytes()).collect();
-    redirect(&format!("{}/?signin_error={reason}", auth.public_url))
+    let code = sign_in_failure_code(&err);
+    redirect(&format!("{}/?signin_error={code}", auth.public_url))
 }
 
 pub async fn google_login(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {

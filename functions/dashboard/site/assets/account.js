@@ -50,6 +50,14 @@ async function saveProfile(event) {
   const email = $("profile-email").value.trim();
   fieldError("name", "");
   fieldError("email", "");
+  // The browser's own email check (type=email, required) catches the common slips without a round
+  // trip; the API still validates, and its message is shown under the field too (below).
+  const emailInput = $("profile-email");
+  if (!emailInput.checkValidity()) {
+    fieldError("email", email ? "Enter a valid email address, such as name@example.com." : "Enter your email address.");
+    emailInput.focus();
+    return;
+  }
   // Send only what changed: an unchanged email must not trip the "already taken" check or re-verify.
   const change = {};
   if (name !== (account.name || "")) change.name = name;

@@ -1,9 +1,11 @@
-// Entry point: asks the API who is signed in and shows one of three views (signed out, error,
-// dashboard). Each section lives in its own module with init / load / reset; this file wires them
-// together and owns the session-level flows (sign out, session expiry, account deletion).
+// Entry point: asks the API whether this browser is signed in and which sign-in providers exist
+// (GET /auth/session, which never answers 401, so a signed-out load stays quiet) and shows one of
+// three views (signed out, error, dashboard). Each section lives in its own module with init / load /
+// reset; this file wires them together and owns the session-level flows (sign out, session expiry,
+// account deletion, what other pages send back in the query).
 
 import { get, post, onUnauthorized } from "./api.js";
-import { $, notify, clearNotices, busy, fmtDate } from "./ui.js";
+import { $, h, notify, clearNotices, busy, fmtDate } from "./ui.js";
 import * as account from "./account.js";
 import * as keys from "./keys.js";
 import * as usage from "./usage.js";
@@ -11,6 +13,8 @@ import * as calls from "./calls.js";
 import * as billing from "./billing.js";
 
 const VIEWS = ["view-loading", "view-error", "view-signed-out", "view-dashboard"];
+/** The sign-in providers the page has a button for (#signin-<name>), in the order it shows them. */
+const PROVIDERS = ["google", "apple"];
 
 function show(view) {
   for (const id of VIEWS) $(id).hidden = id !== view;
@@ -48,13 +52,34 @@ function showDashboard(me) {
   return refreshUsage();
 }
 
+/** Shows the buttons of the configured providers only, or says that the operator has set up none. */
+function showProviders(providers) {
+  const available = PROVIDERS.filter((name) => providers && providers[name] === true);
+  for (const name of PROVIDERS) $(`signin-${name}`).hidden = !available.includes(name);
+  $("signin-buttons").hidden = available.length === 0;
+  $("signin-none").hidden = available.length > 0;
+}
+
+/** Where keyboard focus goes on the signed-out view: the first sign-in button, else its heading. */
+function focusSignIn() {
+  const button = PROVIDERS.map((name) => $(`signin-${name}`)).find((el) => !el.hidden);
+  (button || $("signed-out-title")).focus();
+}
+
 async function boot() {
   show("view-loading");
   try {
+    const session = await get("/auth/session");
+    showProviders(session.providers);
+    if (!session.signed_in) {
+      showSignedOut();
+      return;
+    }
     const me = await get("/account");
     await showDashboard(me);
   } catch (err) {
     if (err.status === 401) {
+      // The session ended between the two calls.
       showSignedOut();
     } else {
       $("error-message").textContent = err.message;
@@ -77,7 +102,7 @@ async function signOut(event) {
     clearNotices();
     showSignedOut();
     notify("You are signed out.", "ok");
-    $("signin-google").focus();
+    focusSignIn();
   });
 }
 
@@ -88,15 +113,40 @@ function accountDeleted(result) {
   notify(`${(result && result.message) || "Your account is being deleted."}${by}`, "ok", { sticky: true });
 }
 
-/** Stripe sends the user back to /?billing=success|canceled: say what happened, then tidy the URL. */
-function billingReturn() {
+/**
+ * The gateway sends a failed sign-in back here with a reason code in ?signin_error=. Only known codes
+ * are worded; anything else (a crafted link) gets the generic sentence, so no outside text reaches
+ * the page.
+ */
+const SIGN_IN_FAILURES = {
+  cancelled: "the sign-in was cancelled at the provider. You can try again.",
+  expired: "the sign-in took too long or was started in another browser. Please start again.",
+  not_configured: "that sign-in provider is not configured on this gateway.",
+  failed: "the provider's answer could not be verified. Please try again.",
+};
+
+function signInErrorText(code) {
+  return SIGN_IN_FAILURES[code] ?? SIGN_IN_FAILURES.failed;
+}
+
+/**
+ * Other pages send the browser back here with an outcome in the query: Stripe with
+ * ?billing=success|canceled, a failed sign-in with ?signin_error=<code>. Say what happened, then
+ * tidy the URL so a reload or a bookmark does not repeat it.
+ */
+function returnOutcomes() {
   const params = new URLSearchParams(location.search);
   const outcome = params.get("billing");
-  if (!outcome) return;
+  const signInError = params.get("signin_error");
+  if (outcome === null && signInError === null) return;
   params.delete("billing");
+  params.delete("signin_error");
   const rest = params.toString();
   history.replaceState(null, "", `${location.pathname}${rest ? `?${rest}` : ""}${location.hash}`);
-  billing.afterCheckout(outcome);
+  if (signInError !== null) {
+    notify([h("strong", {}, "Sign-in failed:"), " ", signInErrorText(signInError)], "error");
+  }
+  if (outcome) billing.afterCheckout(outcome);
 }
 
 function init() {
@@ -113,7 +163,7 @@ function init() {
     }),
   );
   $("error-retry").addEventListener("click", boot);
-  billingReturn();
+  returnOutcomes();
   boot();
 }
 

@@ -5,6 +5,8 @@ import { get, post } from "./api.js";
 import { $, h, setStatus, notify, busy, fmtDate, fmtCompact, fmtUsd } from "./ui.js";
 
 let current = null;
+/** The reloads scheduled after a return from Checkout, cancelled on sign-out (they would get 401s). */
+let pendingReloads = [];
 
 const SUBSCRIPTION_STATUS = {
   active: "Active",
@@ -174,13 +176,15 @@ export function afterCheckout(outcome) {
   if (outcome === "success") {
     notify("Thank you! Your payment went through. Your new plan applies as soon as Stripe confirms it, usually within seconds.", "ok", { sticky: true });
     // Pick up the webhook's effect without making the user reload.
-    for (const delay of [3000, 10000, 30000]) setTimeout(load, delay);
+    pendingReloads = [3000, 10000, 30000].map((delay) => setTimeout(load, delay));
   } else if (outcome === "canceled") {
     notify("Checkout canceled. Nothing was charged and your plan is unchanged.", "info");
   }
 }
 
 export function reset() {
+  for (const timer of pendingReloads) clearTimeout(timer);
+  pendingReloads = [];
   current = null;
   $("billing-body").hidden = true;
   $("plans").replaceChildren();

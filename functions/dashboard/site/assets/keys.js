@@ -147,7 +147,7 @@ async function revoke(key, button) {
   await busy(button, async () => {
     try {
       await del(`/keys/${encodeURIComponent(key.id)}`);
-      notify(`Key ${label(key)} revoked.`, "ok");
+      notify(`Key ${label(key)} revoked: calls with it are refused.`, "ok");
       await load();
       // The Revoke button is gone with its row; keep keyboard focus in the section, not lost on <body>.
       $("keys-title").focus();
