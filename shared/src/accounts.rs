@@ -45,6 +45,12 @@ impl Account {
     }
 }
 
+/// What a deleted account's email becomes at once: the address is personal data, and it must be free
+/// for a new account if its owner signs up again before the cleaner has erased the old one.
+pub fn deleted_email(account_id: &str) -> String {
+    format!("deleted-{}@deleted.invalid", account_id.to_lowercase())
+}
+
 /// Emails are compared case-insensitively; we store the lowercase form.
 pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()

@@ -8,7 +8,8 @@
 // → upgrade to pro through (stand-in) Stripe Checkout, whose signed webhooks reach QNP before the
 // browser is back → the pro plan on the page and at the proxy at once → what async-stripe sent →
 // Manage billing in the (stand-in) portal and back → revoke the key (it is refused at once) → sign
-// out → the Stripe return notice → sign in again and delete the account.
+// out → the Stripe return notice → a sign-out right after Checkout leaves no delayed billing reload
+// behind (a second context, fake clock) → sign in again and delete the account.
 //
 // Stripe is tests/browser/mock_stripe.mjs on 127.0.0.1 (STRIPE_MOCK_URL): its API answers
 // async-stripe, its /pay and /portal pages stand in for Stripe's hosted pages, and /_requests

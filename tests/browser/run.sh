@@ -127,7 +127,7 @@ qnp_env=(
   QNP_PLANS='[{"name":"free","requests_per_minute":20,"tokens_per_minute":40000,"monthly_spend_cap_usd":1.0},{"name":"pro","stripe_price_id":"price_browser_pro","requests_per_minute":600,"tokens_per_minute":2000000,"monthly_spend_cap_usd":200.0}]'
 )
 [[ -n "${QNP_DASHBOARD_DIR:-}" ]] && qnp_env+=(QNP_DASHBOARD_DIR="$QNP_DASHBOARD_DIR")
-start qnp env -u QNP_KEY_CACHE_SECS "${qnp_env[@]}" "$QNP_BIN" serve --listen "127.0.0.1:$QNP_PORT"
+start qnp env -u QNP_KEY_CACHE_SECS -u QNP_PLANS_FILE "${qnp_env[@]}" "$QNP_BIN" serve --listen "127.0.0.1:$QNP_PORT"
 QNP_PID=$LAST_PID
 wait_line "$QNP_PID" "$WORK/qnp.log" "qnp listening on $QNP_URL" >/dev/null
 

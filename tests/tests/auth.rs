@@ -205,6 +205,31 @@ async fn google_sign_in_runs_end_to_end_and_finds_the_account_again() {
     assert_eq!(again.get(&callback).await.status(), StatusCode::SEE_OTHER);
     let second: Value = again.get(&w.url("/account")).await.json().await.unwrap();
     assert_eq!(second["id"], account["id"]);
+
+    // Deleted, then back before the cleaner has run: signing in starts a new, empty account.
+    let deleted = w
+        .send(&again, reqwest::Method::DELETE, "/account", None)
+        .await;
+    assert_eq!(deleted.status(), StatusCode::ACCEPTED);
+    let returning = Browser::new();
+    let authorize = begin_login(&w, &returning, "google").await;
+    let (callback, _) = returning
+        .follow(authorize, &w.url("/auth/google/callback"))
+        .await;
+    let response = returning.get(&callback).await;
+    assert_eq!(
+        response.headers()["location"],
+        w.url("/"),
+        "signed in again"
+    );
+    let fresh: Value = returning
+        .get(&w.url("/account"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fresh["email"], "alice@example.com");
+    assert_ne!(fresh["id"], account["id"]);
 }
 
 #[tokio::test]
@@ -879,6 +904,15 @@ async fn profile_corrections_and_account_deletion() {
         .as_str()
         .unwrap()
         .to_owned();
+    let account_id = w
+        .gateway
+        .stores
+        .records
+        .account_by_email("me2@example.com")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
     let copy = Browser::new();
     copy.set_cookie(
         &w.gateway.url,
@@ -896,15 +930,21 @@ async fn profile_corrections_and_account_deletion() {
         StatusCode::UNAUTHORIZED,
         "sessions end at once"
     );
-    let stored = w
-        .gateway
-        .stores
-        .records
-        .account_by_email("me2@example.com")
-        .await
-        .unwrap()
-        .unwrap();
+    let records = &w.gateway.stores.records;
+    let stored = records.account(&account_id).await.unwrap().unwrap();
     assert!(stored.deletion_requested_at.is_some());
+    // The address is dropped at once, so it is free for a new account.
+    assert_eq!(
+        stored.email,
+        qnp_shared::accounts::deleted_email(&account_id)
+    );
+    assert!(
+        records
+            .account_by_email("me2@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let keys = w
         .gateway
         .stores
@@ -916,7 +956,6 @@ async fn profile_corrections_and_account_deletion() {
         keys.iter().all(|k| k.revoked_at.is_some()),
         "keys are revoked at once"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(w.chat(&key).await.status(), StatusCode::UNAUTHORIZED);
 }
 

@@ -316,6 +316,7 @@ async fn account_rights_contract(store: Arc<dyn RecordStore>) {
         .unwrap()
         .record;
     store.insert_key(&dees).await.unwrap();
+    let cy_email = store.account(&cy.id).await.unwrap().unwrap().email;
     store.request_deletion(&cy.id, now).await.unwrap();
     store
         .request_deletion(&cy.id, now + Duration::hours(1))
@@ -329,6 +330,8 @@ async fn account_rights_contract(store: Arc<dyn RecordStore>) {
     );
     assert!(!deleted.is_active());
     assert!(deleted.session_version >= 2);
+    assert_eq!(deleted.email, qnp_shared::accounts::deleted_email(&cy.id));
+    assert!(store.account_by_email(&cy_email).await.unwrap().is_none());
     assert!(
         store
             .key(&key.key_id)

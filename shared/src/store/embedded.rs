@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use super::EventClaim;
 use super::{CounterOutcome, CounterStore, Erased, RecordStore, UsageTotals};
 use crate::accounts::{
-    Account, ApiKeyRecord, Identity, ProfileChange, ProfileUpdate, normalize_email,
+    Account, ApiKeyRecord, Identity, ProfileChange, ProfileUpdate, deleted_email, normalize_email,
 };
 use crate::billing::Billing;
 use crate::usage::{TokenUsage, UsageRecord};
@@ -450,8 +450,8 @@ impl RecordStore for EmbeddedStore {
         let tx = conn.transaction()?;
         tx.execute(
             "UPDATE accounts SET deletion_requested_at = COALESCE(deletion_requested_at, ?2),
-             session_version = session_version + 1 WHERE id = ?1",
-            params![account_id, millis(at)],
+             session_version = session_version + 1, email = ?3 WHERE id = ?1",
+            params![account_id, millis(at), deleted_email(account_id)],
         )?;
         tx.execute(
             "UPDATE api_keys SET revoked_at = ?2 WHERE account_id = ?1 AND revoked_at IS NULL",

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use super::{Erased, EventClaim, RecordStore, UsageTotals};
 use crate::accounts::{
-    Account, ApiKeyRecord, Identity, ProfileChange, ProfileUpdate, normalize_email,
+    Account, ApiKeyRecord, Identity, ProfileChange, ProfileUpdate, deleted_email, normalize_email,
 };
 use crate::billing::Billing;
 use crate::usage::{TokenUsage, UsageRecord};
@@ -465,6 +465,12 @@ impl RecordStore for MongoStore {
             .update_one(
                 doc! {"_id": account_id, "deletion_requested_at": null},
                 doc! {"$set": {"deletion_requested_at": to_bson(at)}},
+            )
+            .await?;
+        self.accounts
+            .update_one(
+                doc! {"_id": account_id},
+                doc! {"$set": {"email": deleted_email(account_id)}},
             )
             .await?;
         self.bump_session_version(account_id).await?;
