@@ -22,6 +22,9 @@ OPEN_CONC=${OPEN_CONC:-50}         # open loop: connections available to keep up
 PEAK_CONC=${PEAK_CONC:-64}         # peak throughput: connections
 READY_RUNS=${READY_RUNS:-5}        # how many times `qnp serve` is started to time readiness
 WARMUP_N=${WARMUP_N:-300}          # requests before each measured phase (connection pools, key cache)
+BENCH_PLAN=${BENCH_PLAN:-unlimited}  # the key's plan; a plan with a token limit and spend cap adds the
+BENCH_PLANS=${BENCH_PLANS:-}         # reserve-and-settle counter updates to every request; BENCH_PLANS is
+                                     # the plan table (QNP_PLANS) to define it in
 INSTALL_OHA=${INSTALL_OHA:-1}      # 1: `cargo install oha` into benches/.out/oha when it is missing
 OHA_INSTALL_TIMEOUT=${OHA_INSTALL_TIMEOUT:-2400}
 
@@ -235,6 +238,7 @@ log "nginx mock up on $UP (pid $NGINX_PID)"
 
 # ---- QNP ---------------------------------------------------------------------------------------------
 qnp_env=(env QNP_DATA_DIR="$DATA" OPENAI_API_KEY=bench ANTHROPIC_API_KEY=bench RUST_LOG=warn)
+[[ -z $BENCH_PLANS ]] || qnp_env+=(QNP_PLANS="$BENCH_PLANS")
 ANTHROPIC_PATH=anthropic-json
 QNP_PORT=
 READY_MS=
@@ -252,7 +256,7 @@ start_qnp() {
 stop_qnp() { stop_pid "$QNP_PID"; QNP_PID=; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$QNP_PID/status"; }
 
-KEY=$("${qnp_env[@]}" "$QNP" keys create --email bench@example.com --plan unlimited 2>"$RUN/keys.log" | tail -n 1) ||
+KEY=$("${qnp_env[@]}" "$QNP" keys create --email bench@example.com --plan "$BENCH_PLAN" 2>"$RUN/keys.log" | tail -n 1) ||
     { cat "$RUN/keys.log" >&2; die "qnp keys create failed"; }
 [[ -n $KEY ]] || die "qnp keys create printed no key"
 
