@@ -33,7 +33,8 @@ export function render(next) {
       h("li", {}, h("strong", {}, PROVIDERS[i.provider] || i.provider), ` · ${i.email || "no email shared"} · linked ${fmtDate(i.created_at)}`),
     ),
   );
-  $("account-created").textContent = `Account created ${fmtDate(account.created_at)} · plan ${account.plan}`;
+  // The plan in force (subscriptions included) is in Plan and billing; this is only when the account began.
+  $("account-created").textContent = `Account created ${fmtDate(account.created_at)}`;
   $("restricted-banner").hidden = !account.restricted;
   $("restrict-toggle").textContent = account.restricted ? "Lift restriction" : "Restrict processing";
   $("restrict-toggle").classList.toggle("btn-primary", account.restricted);

@@ -19,6 +19,14 @@ const SUBSCRIPTION_STATUS = {
   paused: "Paused",
 };
 
+
+/** "2026-11" → "November 2026": the spend month is a UTC calendar month. */
+function monthName(month) {
+  const [year, number] = month.split("-").map(Number);
+  if (!year || !number) return month;
+  return new Date(Date.UTC(year, number - 1, 1)).toLocaleDateString(undefined, { month: "long", year: "numeric", timeZone: "UTC" });
+}
+
 function title(name) {
   return name ? name.charAt(0).toUpperCase() + name.slice(1) : "—";
 }
@@ -98,7 +106,7 @@ function render(b) {
   // Billing panel
   $("bill-plan").textContent = title(plan.name);
   $("bill-limits").textContent = `${limits(plan)}; ${capText(plan)}`;
-  $("bill-month").textContent = b.spend.month;
+  $("bill-month").textContent = monthName(b.spend.month);
   $("bill-spend").textContent =
     b.spend.cap_usd == null ? `${fmtUsd(b.spend.spent_usd)} (no cap)` : `${fmtUsd(b.spend.spent_usd)} of ${fmtUsd(b.spend.cap_usd)}`;
   $("bill-sub").textContent = subscriptionText(b);
