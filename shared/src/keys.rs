@@ -110,6 +110,9 @@ struct CachedKey {
     bcrypt_hash: String,
     key: Arc<AuthorizedKey>,
     checked_at: Instant,
+    /// Set when the account changed in this process: the next use reads the store again, but keeps the
+    /// verified digest, so no bcrypt runs for it.
+    stale: bool,
 }
 
 pub struct KeyVerifier {
@@ -140,7 +143,7 @@ impl KeyVerifier {
     fn cached(&self, key_id: &str, secret_digest: &[u8; 32]) -> Option<Arc<AuthorizedKey>> {
         let cache = self.cache.read().expect("key cache lock");
         let entry = cache.get(key_id)?;
-        let fresh = entry.checked_at.elapsed() < self.ttl;
+        let fresh = !entry.stale && entry.checked_at.elapsed() < self.ttl;
         let same = bool::from(entry.secret_digest.ct_eq(secret_digest));
         (fresh && same).then(|| entry.key.clone())
     }
@@ -235,6 +238,7 @@ impl KeyVerifier {
                 bcrypt_hash: record.hash,
                 key: key.clone(),
                 checked_at: Instant::now(),
+                stale: false,
             },
         );
         // "Last used" is dashboard information with minute resolution; it is refreshed with the cache
@@ -254,12 +258,14 @@ impl KeyVerifier {
         self.cache.write().expect("key cache lock").remove(key_id);
     }
 
-    /// Drops every cached key of an account (restriction, deletion, a plan change in this process).
+    /// Makes every cached key of an account be read from the store on its next use (restriction,
+    /// deletion, a plan change in this process), without verifying its secret with bcrypt again.
     pub fn forget_account(&self, account_id: &str) {
-        self.cache
-            .write()
-            .expect("key cache lock")
-            .retain(|_, entry| entry.key.account_id != account_id);
+        for entry in self.cache.write().expect("key cache lock").values_mut() {
+            if entry.key.account_id == account_id {
+                entry.stale = true;
+            }
+        }
     }
 
     fn recently_rejected(&self, secret_digest: &[u8; 32]) -> bool {

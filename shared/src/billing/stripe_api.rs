@@ -33,10 +33,7 @@ pub enum StripeApiError {
 impl From<StripeError> for StripeApiError {
     fn from(err: StripeError) -> Self {
         match err {
-            StripeError::Stripe(e, 404) => {
-                let _ = e;
-                StripeApiError::NotFound
-            }
+            StripeError::Stripe(_, 404) => StripeApiError::NotFound,
             StripeError::Stripe(e, status) if status < 500 && status != 429 => {
                 StripeApiError::Refused {
                     status,
