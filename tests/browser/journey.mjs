@@ -517,6 +517,20 @@ async function main() {
       check((await page.locator("#bill-plan").textContent()) === "Pro", "back from the portal the plan is not Pro");
     });
 
+    await step("rename the key", async () => {
+      const row = page.locator(`#keys-active li[data-key-id="${key.id}"]`);
+      await row.getByRole("button", { name: /Rename/ }).click();
+      const dialog = page.locator("#rename-dialog");
+      await dialog.waitFor({ state: "visible" });
+      const input = dialog.getByLabel(/Name/);
+      check((await input.inputValue()) === "journey", `the rename field starts as ${JSON.stringify(await input.inputValue())}`);
+      await input.fill("journey (renamed)");
+      await dialog.getByRole("button", { name: "Save" }).click();
+      await page.locator(`#keys-active li[data-key-id="${key.id}"] .key-name`, { hasText: "journey (renamed)" }).waitFor();
+      const res = await fetch(`${BASE}/v1/models`, { headers: { authorization: `Bearer ${key.plaintext}` } });
+      check(res.status === 200, `after the rename the key gets ${res.status} from GET /v1/models`);
+    });
+
     await step("revoke the key; it is refused at once", async () => {
       await page.locator(`#keys-active li[data-key-id="${key.id}"]`).getByRole("button", { name: /Revoke/ }).click();
       const dialog = page.locator("#revoke-dialog");

@@ -382,6 +382,9 @@ impl qnp_shared::store::RecordStore for CountingKeyReads {
     ) -> anyhow::Result<Vec<qnp_shared::accounts::ApiKeyRecord>> {
         self.inner.keys_for_account(id).await
     }
+    async fn rename_key(&self, key_id: &str, name: Option<&str>) -> anyhow::Result<bool> {
+        self.inner.rename_key(key_id, name).await
+    }
     async fn revoke_key(&self, key_id: &str, at: OffsetDateTime) -> anyhow::Result<bool> {
         self.inner.revoke_key(key_id, at).await
     }

@@ -753,8 +753,19 @@ async fn nobody_can_touch_another_users_keys() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let response = w
+        .send(
+            &alice,
+            reqwest::Method::PATCH,
+            &format!("/keys/{id}"),
+            Some(json!({"name": "mine now"})),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let alices: Value = alice.get(&w.url("/keys")).await.json().await.unwrap();
     assert!(alices["data"].as_array().unwrap().is_empty());
+    let bobs_list: Value = bob.get(&w.url("/keys")).await.json().await.unwrap();
+    assert_eq!(bobs_list["data"][0]["name"], "bob's");
     assert_eq!(
         w.chat(bobs["key"].as_str().unwrap()).await.status(),
         StatusCode::OK,
@@ -1028,5 +1039,48 @@ async fn a_browser_whose_sign_in_fails_lands_on_the_dashboard_with_the_reason() 
     assert_eq!(
         stale.headers()["location"].to_str().unwrap(),
         format!("{}/?signin_error=expired", w.gateway.url)
+    );
+}
+
+#[tokio::test]
+async fn a_key_can_be_renamed_by_its_owner() {
+    let w = world(Some("http://127.0.0.1:9"), &[]).await;
+    let me = w.signed_in("renamer@example.com").await;
+    let key = w.create_key(&me, "laptop").await;
+    let path = format!("/keys/{}", key["id"].as_str().unwrap());
+    let renamed = w
+        .send(
+            &me,
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"name": "  ci runner "})),
+        )
+        .await;
+    assert_eq!(renamed.status(), StatusCode::OK);
+    let body: Value = renamed.json().await.unwrap();
+    assert_eq!(body["name"], "ci runner");
+    assert!(
+        body.get("key").is_none(),
+        "the plaintext is never shown again"
+    );
+    let listed: Value = me.get(&w.url("/keys")).await.json().await.unwrap();
+    assert_eq!(listed["data"][0]["name"], "ci runner");
+    for (request, status) in [
+        (json!({"name": "x".repeat(101)}), StatusCode::BAD_REQUEST),
+        (json!({"name": 7}), StatusCode::BAD_REQUEST),
+        (json!({"label": "x"}), StatusCode::BAD_REQUEST),
+        (json!({"name": null}), StatusCode::OK),
+    ] {
+        let response = w
+            .send(&me, reqwest::Method::PATCH, &path, Some(request.clone()))
+            .await;
+        assert_eq!(response.status(), status, "{request}");
+    }
+    let listed: Value = me.get(&w.url("/keys")).await.json().await.unwrap();
+    assert!(listed["data"][0]["name"].is_null(), "null clears the name");
+    // The key keeps working throughout.
+    assert_eq!(
+        w.chat(key["key"].as_str().unwrap()).await.status(),
+        StatusCode::OK
     );
 }

@@ -136,6 +136,20 @@ async fn records_contract(store: Arc<dyn RecordStore>) {
         store.key(&k1.key_id).await.unwrap().unwrap().last_used_at,
         Some(now + Duration::seconds(5))
     );
+    assert!(store.rename_key(&k2.key_id, Some("renamed")).await.unwrap());
+    assert_eq!(
+        store
+            .key(&k2.key_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .name
+            .as_deref(),
+        Some("renamed")
+    );
+    assert!(store.rename_key(&k2.key_id, None).await.unwrap());
+    assert_eq!(store.key(&k2.key_id).await.unwrap().unwrap().name, None);
+    assert!(!store.rename_key("nope", Some("x")).await.unwrap());
     assert!(store.revoke_key(&k2.key_id, now).await.unwrap());
     assert!(
         !store.revoke_key(&k2.key_id, now).await.unwrap(),

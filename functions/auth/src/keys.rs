@@ -1,4 +1,5 @@
-//! `/keys`: the signed-in user's API keys. The plaintext is in the creation response only.
+//! `/keys`: the signed-in user's API keys: list, create (the plaintext is in the creation response
+//! only), rename, revoke.
 
 use std::sync::Arc;
 
@@ -47,22 +48,37 @@ struct NewKey {
     name: Option<String>,
 }
 
-async fn create_key(auth: &Auth, me: &SignedIn, body: &[u8]) -> Result<Response, GatewayError> {
-    let request: NewKey = if body.is_empty() {
-        NewKey::default()
-    } else {
-        json_body(body)?
-    };
-    let name = request
-        .name
-        .map(|n| n.trim().to_owned())
-        .filter(|n| !n.is_empty());
+/// A key's name as the user typed it: trimmed, empty meaning none, at most 100 characters.
+fn key_name(name: Option<String>) -> Result<Option<String>, GatewayError> {
+    let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
     if name.as_ref().is_some_and(|n| n.chars().count() > 100) {
         return Err(GatewayError::field(
             "name",
             "'name' must be at most 100 characters",
         ));
     }
+    Ok(name)
+}
+
+/// The signed-in user's key with this id. Someone else's key id is indistinguishable from a missing one
+/// (404).
+async fn own_key(auth: &Auth, me: &SignedIn, key_id: &str) -> Result<ApiKeyRecord, GatewayError> {
+    auth.web
+        .records
+        .key(key_id)
+        .await
+        .map_err(GatewayError::internal)?
+        .filter(|k| k.account_id == me.account.id)
+        .ok_or_else(|| GatewayError::NotFound(format!("no key {key_id}")))
+}
+
+async fn create_key(auth: &Auth, me: &SignedIn, body: &[u8]) -> Result<Response, GatewayError> {
+    let request: NewKey = if body.is_empty() {
+        NewKey::default()
+    } else {
+        json_body(body)?
+    };
+    let name = key_name(request.name)?;
     let records = &auth.web.records;
     let existing = records
         .keys_for_account(&me.account.id)
@@ -101,21 +117,57 @@ pub async fn create(
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-/// Revokes one of the user's keys. Someone else's key id is indistinguishable from a missing one (404).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rename {
+    name: Option<String>,
+}
+
+async fn rename_key(
+    auth: &Auth,
+    me: &SignedIn,
+    key_id: &str,
+    body: &[u8],
+) -> Result<Response, GatewayError> {
+    let request: Rename = json_body(body)?;
+    let name = key_name(request.name)?;
+    let mut key = own_key(auth, me, key_id).await?;
+    auth.web
+        .records
+        .rename_key(key_id, name.as_deref())
+        .await
+        .map_err(GatewayError::internal)?;
+    key.name = name;
+    Ok(Json(key_json(&key)).into_response())
+}
+
+/// Names or renames one of the user's keys (`{"name": "..."}`; null or empty clears it).
+pub async fn rename(
+    State(auth): State<Arc<Auth>>,
+    Extension(me): Extension<SignedIn>,
+    Path(key_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    rename_key(&auth, &me, &key_id, &body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Revokes one of the user's keys.
 pub async fn revoke(
     State(auth): State<Arc<Auth>>,
     Extension(me): Extension<SignedIn>,
     Path(key_id): Path<String>,
 ) -> Response {
-    let records = &auth.web.records;
-    let owned = match records.key(&key_id).await {
-        Ok(key) => key.filter(|k| k.account_id == me.account.id),
-        Err(e) => return GatewayError::internal(e).into_response(),
-    };
-    if owned.is_none() {
-        return GatewayError::NotFound(format!("no key {key_id}")).into_response();
+    if let Err(err) = own_key(&auth, &me, &key_id).await {
+        return err.into_response();
     }
-    match records.revoke_key(&key_id, OffsetDateTime::now_utc()).await {
+    match auth
+        .web
+        .records
+        .revoke_key(&key_id, OffsetDateTime::now_utc())
+        .await
+    {
         Ok(_) => {
             if let Some(cache) = &auth.key_cache {
                 cache.forget(&key_id);

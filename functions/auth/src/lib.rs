@@ -133,7 +133,10 @@ pub fn router(auth: Arc<Auth>) -> Router {
             post(account::restrict).delete(account::lift_restriction),
         )
         .route("/keys", get(keys::list).post(keys::create))
-        .route("/keys/{id}", axum::routing::delete(keys::revoke))
+        .route(
+            "/keys/{id}",
+            axum::routing::patch(keys::rename).delete(keys::revoke),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             guard,
             qnp_shared::web::guard,

@@ -544,6 +544,16 @@ impl RecordStore for EmbeddedStore {
         })
     }
 
+    async fn rename_key(&self, key_id: &str, name: Option<&str>) -> anyhow::Result<bool> {
+        let changed = self.with(|conn| {
+            conn.execute(
+                "UPDATE api_keys SET name = ?2 WHERE key_id = ?1",
+                params![key_id, name],
+            )
+        })?;
+        Ok(changed == 1)
+    }
+
     async fn revoke_key(&self, key_id: &str, at: OffsetDateTime) -> anyhow::Result<bool> {
         let changed = self.with(|conn| {
             conn.execute(

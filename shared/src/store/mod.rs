@@ -49,6 +49,8 @@ pub trait RecordStore: Send + Sync {
     async fn key(&self, key_id: &str) -> anyhow::Result<Option<ApiKeyRecord>>;
     /// The account's keys, revoked ones included, oldest first.
     async fn keys_for_account(&self, account_id: &str) -> anyhow::Result<Vec<ApiKeyRecord>>;
+    /// Sets or clears the key's name; false if there is no such key.
+    async fn rename_key(&self, key_id: &str, name: Option<&str>) -> anyhow::Result<bool>;
     /// Marks the key revoked; false if there is no such key or it was already revoked.
     async fn revoke_key(&self, key_id: &str, at: OffsetDateTime) -> anyhow::Result<bool>;
     async fn touch_key(&self, key_id: &str, at: OffsetDateTime) -> anyhow::Result<()>;

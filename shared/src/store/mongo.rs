@@ -547,6 +547,14 @@ impl RecordStore for MongoStore {
         Ok(docs.into_iter().map(Into::into).collect())
     }
 
+    async fn rename_key(&self, key_id: &str, name: Option<&str>) -> anyhow::Result<bool> {
+        let result = self
+            .keys
+            .update_one(doc! {"_id": key_id}, doc! {"$set": {"name": name}})
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
     async fn revoke_key(&self, key_id: &str, at: OffsetDateTime) -> anyhow::Result<bool> {
         let result = self
             .keys

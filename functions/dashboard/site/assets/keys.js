@@ -1,6 +1,6 @@
-// API keys: list, create (the plaintext is shown once), revoke.
+// API keys: list, create (the plaintext is shown once), rename, revoke.
 
-import { get, post, del } from "./api.js";
+import { get, post, patch, del } from "./api.js";
 import { $, h, setStatus, emptyState, notify, busy, ask, fmtDate, timeEl } from "./ui.js";
 
 /** Key id → key, for labelling the recent-calls table. */
@@ -32,18 +32,32 @@ function keyItem(key) {
       ),
       h("p", { class: "key-meta" }, h("span", { class: "key-prefix" }, `${key.prefix}…`), " · ", meta),
     ),
-    revoked
-      ? null
-      : h(
-          "button",
-          {
-            type: "button",
-            class: "btn btn-small btn-danger-outline",
-            "aria-label": `Revoke key ${key.name || key.prefix}`,
-            onclick: (event) => revoke(key, event.currentTarget),
-          },
-          "Revoke",
-        ),
+    h(
+      "div",
+      { class: "key-actions" },
+      h(
+        "button",
+        {
+          type: "button",
+          class: "btn btn-small",
+          "aria-label": `Rename key ${key.name || key.prefix}`,
+          onclick: (event) => rename(key, event.currentTarget),
+        },
+        "Rename",
+      ),
+      revoked
+        ? null
+        : h(
+            "button",
+            {
+              type: "button",
+              class: "btn btn-small btn-danger-outline",
+              "aria-label": `Revoke key ${key.name || key.prefix}`,
+              onclick: (event) => revoke(key, event.currentTarget),
+            },
+            "Revoke",
+          ),
+    ),
   );
 }
 
@@ -139,6 +153,26 @@ async function copySecret() {
     input.select();
     status.textContent = "Select and copy the key manually (it is selected for you).";
   }
+}
+
+async function rename(key, button) {
+  const input = $("rename-input");
+  input.value = key.name || "";
+  const dialog = $("rename-dialog");
+  const answer = ask(dialog);
+  input.focus();
+  input.select();
+  if ((await answer) !== "save") return;
+  await busy(button, async () => {
+    try {
+      const renamed = await patch(`/keys/${encodeURIComponent(key.id)}`, { name: input.value.trim() || null });
+      notify(renamed.name ? `Key renamed to “${renamed.name}”.` : "Key name cleared.", "ok");
+      await load();
+      $("keys-title").focus();
+    } catch (err) {
+      notify(`Could not rename the key: ${err.message}`, "error");
+    }
+  });
 }
 
 async function revoke(key, button) {
