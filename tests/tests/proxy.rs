@@ -566,7 +566,9 @@ async fn rate_limit_admits_exactly_the_plan_under_a_concurrent_burst() {
                     .unwrap()
                     .parse()
                     .unwrap();
-                assert!((1..=60).contains(&retry));
+                // Sliding window: once this minute has ended, its requests still count in proportion,
+                // so the first free slot is up to one slot's worth (60 s / 5) after the minute ends.
+                assert!((1..=72).contains(&retry), "{retry}");
                 assert_eq!(response.headers()["x-ratelimit-remaining-requests"], "0");
                 assert_eq!(response.headers()["x-ratelimit-limit-requests"], "5");
                 let (_, err) = error_of(response).await;
