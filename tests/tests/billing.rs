@@ -176,6 +176,18 @@ impl World {
         format!("{SESSION_COOKIE}={token}")
     }
 
+    /// `POST /billing/checkout` for a plan, from the dashboard.
+    async fn checkout(&self, cookie: &str, plan: &str) -> (u16, Value) {
+        let body = json!({ "plan": plan }).to_string();
+        self.dashboard(
+            reqwest::Method::POST,
+            "/billing/checkout",
+            cookie,
+            Some(&body),
+        )
+        .await
+    }
+
     /// A dashboard call: the session cookie and our own Origin, as the dashboard's fetch sends them.
     async fn dashboard(
         &self,
@@ -666,20 +678,8 @@ async fn checkout_creates_the_customer_once_and_sends_a_subscription_session() {
         .unwrap();
 
     // Two first checkouts at once still make one customer.
-    let (first, second) = futures_util::join!(
-        w.dashboard(
-            reqwest::Method::POST,
-            "/billing/checkout",
-            &cookie,
-            Some(r#"{"plan":"pro"}"#)
-        ),
-        w.dashboard(
-            reqwest::Method::POST,
-            "/billing/checkout",
-            &cookie,
-            Some(r#"{"plan":"pro"}"#)
-        ),
-    );
+    let (first, second) =
+        futures_util::join!(w.checkout(&cookie, "pro"), w.checkout(&cookie, "pro"),);
     for (status, body) in [&first, &second] {
         assert_eq!(*status, 200, "{body}");
         assert!(
@@ -734,14 +734,7 @@ async fn checkout_creates_the_customer_once_and_sends_a_subscription_session() {
 
     // A later checkout reuses the stored customer.
     let before = w.stripe.requests_to("/v1/customers").len();
-    let (status, _) = w
-        .dashboard(
-            reqwest::Method::POST,
-            "/billing/checkout",
-            &cookie,
-            Some(r#"{"plan":"team"}"#),
-        )
-        .await;
+    let (status, _) = w.checkout(&cookie, "team").await;
     assert_eq!(status, 200);
     assert_eq!(w.stripe.requests_to("/v1/customers").len(), before);
     assert_eq!(
@@ -845,14 +838,7 @@ async fn billing_routes_refuse_bad_requests_clearly() {
     );
     assert_eq!(w.deliver_signed(&created).await.0, 200);
     let cookie = w.session("subscribed@example.com").await;
-    let (status, body) = w
-        .dashboard(
-            reqwest::Method::POST,
-            "/billing/checkout",
-            &cookie,
-            Some(r#"{"plan":"team"}"#),
-        )
-        .await;
+    let (status, body) = w.checkout(&cookie, "team").await;
     assert_eq!(status, 409);
     assert!(
         body["error"]["message"]
@@ -869,14 +855,7 @@ async fn without_stripe_configured_the_free_plan_works_and_billing_says_what_to_
     let key = w.gateway.create_key("nostripe@example.com", "free").await;
     assert_eq!(w.request_limit(&key).await, 11);
     let cookie = w.session("nostripe@example.com").await;
-    let (status, body) = w
-        .dashboard(
-            reqwest::Method::POST,
-            "/billing/checkout",
-            &cookie,
-            Some(r#"{"plan":"pro"}"#),
-        )
-        .await;
+    let (status, body) = w.checkout(&cookie, "pro").await;
     assert_eq!(status, 503);
     assert!(
         body["error"]["message"]
@@ -1024,14 +1003,7 @@ async fn the_tokens_per_minute_limit_reserves_the_worst_case() {
 async fn retention_deletes_the_stripe_customer_of_an_erased_account() {
     let w = world().await;
     let cookie = w.session("leaving@example.com").await;
-    let (status, _) = w
-        .dashboard(
-            reqwest::Method::POST,
-            "/billing/checkout",
-            &cookie,
-            Some(r#"{"plan":"pro"}"#),
-        )
-        .await;
+    let (status, _) = w.checkout(&cookie, "pro").await;
     assert_eq!(status, 200);
     let account = w
         .gateway
