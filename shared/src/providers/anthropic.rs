@@ -16,7 +16,9 @@ use serde_json::{Map, Value, json};
 
 use super::openai_format::{now_unix, sse_event, stream_end, usage_json};
 use super::sse::{self, UpstreamEvents};
-use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Timeouts, upstream_error};
+use super::{
+    ChatRequest, Provider, Reply, RequestBody, StreamItem, Timeouts, bad, data_url, upstream_error,
+};
 use crate::catalog::Model;
 use crate::error::GatewayError;
 use crate::usage::TokenUsage;
@@ -31,18 +33,6 @@ pub struct Anthropic {
     messages_url: String,
     api_key: String,
     timeouts: Timeouts,
-}
-
-fn bad(field: &str, message: impl Into<String>) -> GatewayError {
-    GatewayError::field(field, message)
-}
-
-/// `data:<media type>;base64,<data>` → (media type, data).
-fn data_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("data:")?;
-    let (meta, data) = rest.split_once(',')?;
-    let media_type = meta.strip_suffix(";base64")?;
-    Some((media_type, data))
 }
 
 /// One OpenAI content part as Anthropic blocks (text and images; empty text is dropped).

@@ -20,14 +20,10 @@ use sha2::{Digest, Sha256};
 
 use super::openai::OpenAiUsage;
 use super::sse::{self, UpstreamEvents};
-use super::{RequestBody, StreamItem};
+use super::{RequestBody, StreamItem, bad};
 use crate::catalog::Model;
 use crate::error::GatewayError;
 use crate::usage::TokenUsage;
-
-fn bad(field: &str, message: impl Into<String>) -> GatewayError {
-    GatewayError::field(field, message)
-}
 
 /// OpenAI limits function names to 64 characters, Anthropic to 128 (MCP tool names often exceed 64).
 const MAX_TOOL_NAME: usize = 64;

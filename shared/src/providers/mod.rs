@@ -229,6 +229,19 @@ struct UpstreamErrorDetail {
 /// Maps an upstream error response to what the client may see. A 4xx about the request is the caller's
 /// to fix and passes through in the OpenAI shape; an upstream 401/403 is the operator's credential and a
 /// 5xx is the upstream's fault: both become a bare 502 with the detail only in our logs.
+/// A 400 naming the request field a translation could not carry to the upstream's format.
+pub(crate) fn bad(field: &str, message: impl Into<String>) -> GatewayError {
+    GatewayError::field(field, message)
+}
+
+/// `data:<media type>;base64,<data>` → (media type, data), for images sent inline.
+pub(crate) fn data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let media_type = meta.strip_suffix(";base64")?;
+    Some((media_type, data))
+}
+
 pub fn upstream_error(provider: &str, status: u16, body: &[u8]) -> GatewayError {
     let detail = serde_json::from_slice::<UpstreamErrorBody>(body).ok();
     match status {
