@@ -178,7 +178,7 @@ pub struct Config {
     pub stripe: StripeConfig,
     /// How long a subscription whose payment failed keeps its plan before the account falls back to its
     /// own plan.
-    pub billing_grace: Duration,
+    pub billing_grace: time::Duration,
     /// Largest request body the proxy accepts, checked before any upstream call.
     pub max_body_bytes: usize,
     /// How long the upstream may take to send response headers.
@@ -297,9 +297,7 @@ impl Config {
                     .unwrap_or_default(),
                 api_base: env.url("QNP_STRIPE_API_BASE", "https://api.stripe.com")?,
             },
-            billing_grace: Duration::from_secs_f64(
-                env.parse::<f64>("QNP_BILLING_GRACE_DAYS", 7.0)? * 86_400.0,
-            ),
+            billing_grace: billing_grace(env)?,
             max_body_bytes: env.parse("QNP_MAX_BODY_BYTES", 8 * 1024 * 1024)?,
             upstream_first_byte_timeout: Duration::from_secs_f64(
                 env.parse("QNP_UPSTREAM_TIMEOUT_SECS", 120.0)?,
@@ -372,6 +370,17 @@ fn apple(env: &Env) -> Result<Option<AppleConfig>, ConfigError> {
     }))
 }
 
+fn billing_grace(env: &Env) -> Result<time::Duration, ConfigError> {
+    let days: f64 = env.parse("QNP_BILLING_GRACE_DAYS", 7.0)?;
+    if !(0.0..=365.0).contains(&days) {
+        return Err(ConfigError::Malformed {
+            variable: "QNP_BILLING_GRACE_DAYS".into(),
+            reason: format!("{days} is outside 0..=365 days"),
+        });
+    }
+    Ok(time::Duration::seconds_f64(days * 86_400.0))
+}
+
 fn bcrypt_cost(env: &Env) -> Result<u32, ConfigError> {
     let cost: u32 = env.parse("QNP_BCRYPT_COST", 12)?;
     if !(4..=31).contains(&cost) {
@@ -405,6 +414,7 @@ mod tests {
             ("QNP_MONGODB_URI", "postgres://x"),
             ("QNP_KEY_CACHE_SECS", "600"),
             ("QNP_UPSTREAM_TIMEOUT_SECS", "soon"),
+            ("QNP_BILLING_GRACE_DAYS", "-1"),
         ] {
             let err = Config::from_env(&Env::from_pairs([(key, value)])).unwrap_err();
             assert!(err.to_string().contains(key), "{err}");

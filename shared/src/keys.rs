@@ -93,14 +93,9 @@ impl AuthorizedKey {
         &self,
         plans: &'a crate::plans::Plans,
         now: OffsetDateTime,
-        grace: Duration,
+        grace: time::Duration,
     ) -> &'a crate::plans::Plan {
-        self.billing.plan_in_force(
-            plans,
-            &self.plan,
-            now,
-            time::Duration::try_from(grace).unwrap_or(time::Duration::ZERO),
-        )
+        self.billing.plan_in_force(plans, &self.plan, now, grace)
     }
 }
 

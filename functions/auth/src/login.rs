@@ -95,13 +95,22 @@ async fn login(auth: &Auth, name: &str) -> Result<Response, GatewayError> {
     Ok(response)
 }
 
+/// The start of the message for a sign-in the provider answered with an error (`error=...`).
+const PROVIDER_REFUSED: &str = "sign-in did not complete: ";
+/// The message for a callback whose sign-in cannot be matched to this browser's attempt.
+const ATTEMPT_LOST: &str = "sign-in expired or was started in another browser; start again";
+
 /// Why a browser's sign-in failed, as a code from a fixed set: the dashboard words it. A link anyone can
 /// craft must not be able to put its own text on our page, so no message travels in the URL.
 fn sign_in_failure_code(err: &GatewayError) -> &'static str {
     match err {
         GatewayError::ProviderNotConfigured { .. } => "not_configured",
-        GatewayError::BadRequest(message) if message.contains("access_denied") => "cancelled",
-        GatewayError::BadRequest(message) if message.contains("start again") => "expired",
+        GatewayError::BadRequest(message)
+            if message.strip_prefix(PROVIDER_REFUSED) == Some("access_denied") =>
+        {
+            "cancelled"
+        }
+        GatewayError::BadRequest(message) if message == ATTEMPT_LOST => "expired",
         _ => "failed",
     }
 }
@@ -170,17 +179,13 @@ async fn callback(
             .take(64)
             .collect();
         return Err(GatewayError::BadRequest(format!(
-            "sign-in did not complete: {error}"
+            "{PROVIDER_REFUSED}{error}"
         )));
     }
     let saved: StateClaims = cookie(headers, STATE_COOKIE)
         .and_then(|token| auth.web.sessions.verify(token, STATE_AUDIENCE))
         .filter(|claims: &StateClaims| claims.provider == name)
-        .ok_or_else(|| {
-            GatewayError::BadRequest(
-                "sign-in expired or was started in another browser; start again".into(),
-            )
-        })?;
+        .ok_or_else(|| GatewayError::BadRequest(ATTEMPT_LOST.into()))?;
     let state = params
         .get("state")
         .ok_or_else(|| GatewayError::field("state", "the callback has no 'state'"))?;

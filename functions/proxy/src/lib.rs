@@ -36,7 +36,7 @@ pub struct Proxy {
     pub limiter: RateLimiter,
     pub budget: Budget,
     /// How long a subscription with a failed payment keeps its plan.
-    pub billing_grace: std::time::Duration,
+    pub billing_grace: time::Duration,
     pub usage: UsageLog,
     pub providers: Providers,
     pub max_body_bytes: usize,

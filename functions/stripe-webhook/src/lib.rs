@@ -44,7 +44,7 @@ impl Payments {
         public_url: &str,
     ) -> anyhow::Result<Payments> {
         let stripe = StripeApi::from_config(&config.stripe)?;
-        let grace = time::Duration::try_from(config.billing_grace)?;
+        let grace = config.billing_grace;
         Ok(Payments {
             webhooks: Webhooks {
                 records: stores.records.clone(),

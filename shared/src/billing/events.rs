@@ -14,14 +14,12 @@ use stripe_webhook::{Webhook, WebhookError};
 use time::{Duration, OffsetDateTime};
 
 use super::stripe_api::{StripeApi, StripeApiError};
-use super::{Billing, Subscription};
+use super::{Billing, Subscription, update_billing};
 use crate::accounts::Account;
 use crate::store::{EventClaim, RecordStore};
 
 /// How long a claimed delivery may take before another delivery of the same event may take it over.
 const CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(300);
-/// Compare-and-set attempts before a busy account's update is left to Stripe's retry.
-const MAX_BILLING_WRITES: usize = 8;
 
 /// A subscription as Stripe describes it (in a delivery or an API response): only what QNP keeps.
 #[derive(Debug, Clone, PartialEq)]
@@ -215,33 +213,6 @@ fn transient(err: anyhow::Error) -> Failure {
 
 fn unix_time(secs: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
-/// Applies `change` to the account's billing state by compare-and-set, re-reading on a lost race.
-/// `change` returns `None` when the stored state already says as much or more (nothing to write).
-/// Returns the state in force afterwards.
-pub async fn update_billing(
-    records: &dyn RecordStore,
-    account_id: &str,
-    change: impl Fn(&Billing) -> Option<Billing>,
-) -> anyhow::Result<Billing> {
-    for _ in 0..MAX_BILLING_WRITES {
-        let account = records
-            .account(account_id)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("no account {account_id}"))?;
-        let Some(mut next) = change(&account.billing) else {
-            return Ok(account.billing);
-        };
-        next.version = account.billing.version + 1;
-        if records
-            .update_billing(account_id, account.billing.version, &next)
-            .await?
-        {
-            return Ok(next);
-        }
-    }
-    anyhow::bail!("the billing state of {account_id} kept changing under concurrent updates")
 }
 
 /// Applies verified deliveries to accounts.

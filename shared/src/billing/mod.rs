@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::plans::{Plan, Plans};
+use crate::store::RecordStore;
 
 pub mod events;
 pub mod stripe_api;
@@ -153,6 +154,36 @@ impl Billing {
     pub fn grace_ends_at(&self, grace: Duration) -> Option<OffsetDateTime> {
         self.payment_failed_at.map(|at| at + grace)
     }
+}
+
+/// Compare-and-set attempts before a busy account's update gives up (a webhook then lets Stripe retry).
+const MAX_BILLING_WRITES: usize = 8;
+
+/// Applies `change` to the account's billing state by compare-and-set, re-reading on a lost race.
+/// `change` returns `None` when the stored state already says as much or more (nothing to write).
+/// Returns the state in force afterwards.
+pub async fn update_billing(
+    records: &dyn RecordStore,
+    account_id: &str,
+    change: impl Fn(&Billing) -> Option<Billing>,
+) -> anyhow::Result<Billing> {
+    for _ in 0..MAX_BILLING_WRITES {
+        let account = records
+            .account(account_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no account {account_id}"))?;
+        let Some(mut next) = change(&account.billing) else {
+            return Ok(account.billing);
+        };
+        next.version = account.billing.version + 1;
+        if records
+            .update_billing(account_id, account.billing.version, &next)
+            .await?
+        {
+            return Ok(next);
+        }
+    }
+    anyhow::bail!("the billing state of {account_id} kept changing under concurrent updates")
 }
 
 #[cfg(test)]
