@@ -80,6 +80,35 @@ impl ApiKeyRecord {
     }
 }
 
+/// A key's name as given: trimmed, empty meaning none, at most 100 characters, and no control characters
+/// (names are printed on operators' terminals). The error says what is wrong.
+pub fn key_name(name: Option<String>) -> Result<Option<String>, String> {
+    let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+    if let Some(n) = &name {
+        if n.chars().count() > 100 {
+            return Err("'name' must be at most 100 characters".into());
+        }
+        if n.chars().any(char::is_control) {
+            return Err("'name' must not contain control characters".into());
+        }
+    }
+    Ok(name)
+}
+
+/// Text from the store made safe to print on a terminal: control characters (escape sequences, a
+/// carriage return that rewrites the line) are shown escaped instead of interpreted.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 /// Email validation sufficient to reject typos at the CLI; the identity providers verify real addresses.
 pub fn is_plausible_email(email: &str) -> bool {
     let email = email.trim();

@@ -141,7 +141,9 @@ impl Budget {
                     return Err(GatewayError::TokenRateLimited {
                         limit,
                         requested: tokens,
-                        retry_after_secs: (window_end - now.unix_timestamp()).max(1) as u64,
+                        retry_after_secs: window_end
+                            .saturating_sub(now.unix_timestamp())
+                            .clamp(1, WINDOW_SECS) as u64,
                     });
                 }
             }
@@ -200,7 +202,10 @@ impl Budget {
         ];
         for (held, used) in parts {
             let Some(held) = held else { continue };
-            let delta = used as i64 - held.amount as i64;
+            // Both sides are at most u64::MAX: the difference fits in i128, and a counter never moves by
+            // more than i64 allows in one step.
+            let delta = (i128::from(used) - i128::from(held.amount))
+                .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
             if delta == 0 {
                 continue;
             }

@@ -56,32 +56,99 @@ pub struct Model {
     pub output_per_mtok: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_input_per_mtok: Option<f64>,
+    /// Cache writes with the default (5 minute) lifetime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_write_per_mtok: Option<f64>,
+    /// Cache writes with a 1-hour lifetime (Anthropic's `cache_control.ttl: "1h"`); twice the input rate
+    /// when not given, as Anthropic prices them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_1h_per_mtok: Option<f64>,
+    /// The most input tokens one image can be billed as; the provider's default when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens_per_image: Option<u64>,
     /// Operator-configured fallback route: models tried in order when this one's upstream fails
     /// before answering (connection error, 429, 5xx, overloaded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallbacks: Vec<String>,
 }
 
+/// Tokens one image may cost when the catalog does not say, per provider: OpenAI's tile-based models
+/// reach about 1,500 and its patch-based ones about 3,800 (a few small models count images far higher and
+/// carry their own figure in the catalog); Anthropic downscales past about 1,600; Gemini tiles at 258 a
+/// tile. Rounded up generously: this only sizes a reservation.
+fn default_image_tokens(provider: ProviderKind) -> u64 {
+    match provider {
+        ProviderKind::Openai => 6_000,
+        ProviderKind::Anthropic => 5_000,
+        ProviderKind::Google => 10_000,
+    }
+}
+
 impl Model {
+    fn per_mtok(tokens: u64, price: f64) -> f64 {
+        tokens as f64 * price / 1_000_000.0
+    }
+
+    fn cache_write_rate(&self) -> f64 {
+        self.cache_write_per_mtok.unwrap_or(self.input_per_mtok)
+    }
+
+    fn cache_write_1h_rate(&self) -> f64 {
+        self.cache_write_1h_per_mtok
+            .unwrap_or(2.0 * self.input_per_mtok)
+    }
+
     /// The cost in USD of one call's usage at this model's prices. Cached prompt tokens and cache writes
-    /// are part of `prompt_tokens` and are charged at their own rates where the model has them.
+    /// are part of `prompt_tokens` and are charged at their own rates where the model has them; 1-hour
+    /// cache writes are part of the cache writes.
     pub fn cost_usd(&self, usage: &TokenUsage) -> f64 {
         let cached = usage.cached_tokens.min(usage.prompt_tokens);
-        let written = usage.cache_write_tokens.min(usage.prompt_tokens - cached);
-        let fresh = usage.prompt_tokens - cached - written;
-        let per = |tokens: u64, price: f64| tokens as f64 * price / 1_000_000.0;
-        per(fresh, self.input_per_mtok)
-            + per(
+        let written = usage
+            .cache_write_tokens
+            .min(usage.prompt_tokens.saturating_sub(cached));
+        let written_1h = usage.cache_write_1h_tokens.min(written);
+        let fresh = usage
+            .prompt_tokens
+            .saturating_sub(cached)
+            .saturating_sub(written);
+        Self::per_mtok(fresh, self.input_per_mtok)
+            + Self::per_mtok(
                 cached,
                 self.cached_input_per_mtok.unwrap_or(self.input_per_mtok),
             )
-            + per(
-                written,
-                self.cache_write_per_mtok.unwrap_or(self.input_per_mtok),
-            )
-            + per(usage.completion_tokens, self.output_per_mtok)
+            + Self::per_mtok(written - written_1h, self.cache_write_rate())
+            + Self::per_mtok(written_1h, self.cache_write_1h_rate())
+            + Self::per_mtok(usage.completion_tokens, self.output_per_mtok)
+    }
+
+    /// The most a call with these token counts can cost: every prompt token at the dearest input-side
+    /// rate (fresh input, cache read, or either cache write), every output token at the output rate.
+    pub fn worst_cost_usd(&self, prompt_tokens: u64, output_tokens: u64) -> f64 {
+        let input_rate = [
+            self.input_per_mtok,
+            self.cached_input_per_mtok.unwrap_or(0.0),
+            self.cache_write_rate(),
+            if self.provider == ProviderKind::Anthropic {
+                self.cache_write_1h_rate()
+            } else {
+                self.cache_write_1h_per_mtok.unwrap_or(0.0)
+            },
+        ]
+        .into_iter()
+        .fold(0.0, f64::max);
+        Self::per_mtok(prompt_tokens, input_rate)
+            + Self::per_mtok(output_tokens, self.output_per_mtok)
+    }
+
+    /// The most tokens one call can generate: the catalog's output limit, else the context length.
+    pub fn output_limit(&self) -> u64 {
+        self.max_output_tokens.unwrap_or(self.context_length)
+    }
+
+    /// The most input tokens one image can be billed as.
+    pub fn image_tokens_max(&self) -> u64 {
+        self.max_tokens_per_image
+            .unwrap_or_else(|| default_image_tokens(self.provider))
     }
 }
 

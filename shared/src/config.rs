@@ -63,6 +63,19 @@ impl Env {
         }
     }
 
+    /// A duration in (possibly fractional) seconds, at most `max`: negative, infinite or absurd values are
+    /// configuration errors, never a panic in the conversion.
+    fn secs(&self, key: &str, default: f64, max: f64) -> Result<Duration, ConfigError> {
+        let value: f64 = self.parse(key, default)?;
+        if !(0.0..=max).contains(&value) {
+            return Err(ConfigError::Malformed {
+                variable: key.into(),
+                reason: format!("'{value}' must be a number of seconds from 0 to {max}"),
+            });
+        }
+        Ok(Duration::from_secs_f64(value))
+    }
+
     fn url(&self, key: &str, default: &str) -> Result<String, ConfigError> {
         let value = self.get(key).unwrap_or(default);
         let ok = (value.starts_with("http://") || value.starts_with("https://"))
@@ -196,6 +209,27 @@ pub struct Config {
     /// `None` when its variables are unset: that provider's login answers 503.
     pub google: Option<GoogleConfig>,
     pub apple: Option<AppleConfig>,
+    /// How `qnp serve` holds its connections.
+    pub server: ServerLimits,
+    /// How long an export's client may take no bytes before the export is abandoned.
+    pub export_stall: Duration,
+}
+
+/// Limits of `qnp serve`'s listener, so that clients that send slowly or never finish cannot hold every
+/// connection (on Lambda, API Gateway and the function URL enforce their own).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Time for a client to send a request's headers, also the longest a kept-alive connection may sit
+    /// idle between requests.
+    pub header_timeout: Duration,
+    /// Time for a client to send a whole request body.
+    pub body_timeout: Duration,
+    /// Connections served at once; past it, new ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Connections one client address may hold at once; past it, new ones are closed at once.
+    pub max_connections_per_ip: usize,
+    /// On SIGTERM/SIGINT, how long requests and streams in flight may take to finish.
+    pub shutdown_grace: Duration,
 }
 
 impl Config {
@@ -299,22 +333,38 @@ impl Config {
             },
             billing_grace: billing_grace(env)?,
             max_body_bytes: env.parse("QNP_MAX_BODY_BYTES", 8 * 1024 * 1024)?,
-            upstream_first_byte_timeout: Duration::from_secs_f64(
-                env.parse("QNP_UPSTREAM_TIMEOUT_SECS", 120.0)?,
-            ),
-            upstream_idle_timeout: Duration::from_secs_f64(
-                env.parse("QNP_UPSTREAM_IDLE_TIMEOUT_SECS", 120.0)?,
-            ),
+            upstream_first_byte_timeout: env.secs("QNP_UPSTREAM_TIMEOUT_SECS", 120.0, DAY)?,
+            upstream_idle_timeout: env.secs("QNP_UPSTREAM_IDLE_TIMEOUT_SECS", 120.0, DAY)?,
             key_cache_ttl: Duration::from_secs(key_cache_secs),
             bcrypt_cost: bcrypt_cost(env)?,
-            retry_budget: Duration::from_secs_f64(env.parse("QNP_RETRY_BUDGET_SECS", 15.0)?),
-            disconnect_drain: Duration::from_secs_f64(
-                env.parse("QNP_DISCONNECT_DRAIN_SECS", 60.0)?,
-            ),
+            retry_budget: env.secs("QNP_RETRY_BUDGET_SECS", 15.0, DAY)?,
+            disconnect_drain: env.secs("QNP_DISCONNECT_DRAIN_SECS", 60.0, DAY)?,
             google: google(env)?,
             apple: apple(env)?,
+            server: ServerLimits {
+                header_timeout: env.secs("QNP_HEADER_TIMEOUT_SECS", 10.0, DAY)?,
+                body_timeout: env.secs("QNP_REQUEST_BODY_TIMEOUT_SECS", 60.0, DAY)?,
+                max_connections: positive(env, "QNP_MAX_CONNECTIONS", 4096)?,
+                max_connections_per_ip: positive(env, "QNP_MAX_CONNECTIONS_PER_IP", 256)?,
+                shutdown_grace: env.secs("QNP_SHUTDOWN_GRACE_SECS", 30.0, DAY)?,
+            },
+            export_stall: env.secs("QNP_EXPORT_STALL_SECS", 30.0, DAY)?,
         })
     }
+}
+
+/// The longest any configured duration may be.
+const DAY: f64 = 86_400.0;
+
+fn positive(env: &Env, key: &str, default: usize) -> Result<usize, ConfigError> {
+    let value: usize = env.parse(key, default)?;
+    if value == 0 {
+        return Err(ConfigError::Malformed {
+            variable: key.into(),
+            reason: "must be at least 1".into(),
+        });
+    }
+    Ok(value)
 }
 
 /// All of a group's variables, or none of them (`Ok(None)`); a partial group names what is missing.

@@ -16,6 +16,9 @@ pub enum GatewayError {
     InvalidField { field: String, message: String },
     #[error("the request body is larger than the {limit_bytes}-byte limit")]
     BodyTooLarge { limit_bytes: usize },
+    /// The client did not send the whole body in time (`qnp serve`'s body timeout).
+    #[error("the request body did not arrive in time; send it without pausing")]
+    RequestTimeout,
     #[error(
         "the model '{0}' is not in the catalog; models are named provider/model, list them with GET /v1/models"
     )]
@@ -38,6 +41,12 @@ pub enum GatewayError {
     BadRequest(String),
     #[error("{0}")]
     PaymentRequired(String),
+    /// Too many of something heavy (exports) are running for this account or process right now.
+    #[error("{message}")]
+    Busy {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error(
         "rate limit reached: {limit} requests per minute for this key; retry after {retry_after_secs} s"
     )]
@@ -76,6 +85,10 @@ pub enum GatewayError {
     /// worth retrying. Reported to the client like any upstream failure.
     #[error("the upstream provider failed to answer")]
     UpstreamCredentialRefused,
+    /// The upstream is rate limiting (or out of credit for) the gateway's own credential: retriable, and
+    /// reported with when to retry, never with the provider's text (it names the operator's account).
+    #[error("the upstream provider is rate limiting this gateway; retry shortly")]
+    UpstreamRateLimited { retry_after_secs: Option<u64> },
     /// Anthropic's 529 and its `overloaded_error` event: retriable, and not the gateway's fault.
     #[error("the upstream provider is overloaded; retry shortly")]
     UpstreamOverloaded,
@@ -132,17 +145,20 @@ impl GatewayError {
                 StatusCode::BAD_REQUEST
             }
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             MissingKey | InvalidKey | RevokedKey | NotSignedIn => StatusCode::UNAUTHORIZED,
             Forbidden(_) => StatusCode::FORBIDDEN,
             Conflict(_) => StatusCode::CONFLICT,
             BadRequest(_) => StatusCode::BAD_REQUEST,
             PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
+            Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             RateLimited { .. } | TokenRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProviderNotConfigured { .. } => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamRejected { status, .. } => *status,
             NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             UpstreamFailed | UpstreamCredentialRefused => StatusCode::BAD_GATEWAY,
             UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             NotFound(_) => StatusCode::NOT_FOUND,
@@ -157,21 +173,60 @@ impl GatewayError {
             MalformedJson(_) | InvalidField { .. } | WrongModelKind(_) => "invalid_request_error",
             UnknownModel(_) => "model_not_found",
             BodyTooLarge { .. } => "request_too_large",
+            RequestTimeout => "request_timeout",
             MissingKey | InvalidKey | RevokedKey | NotSignedIn => "authentication_error",
             Forbidden(_) => "permission_error",
             Conflict(_) => "conflict",
             BadRequest(_) => "invalid_request_error",
             PaymentRequired(_) => "insufficient_quota",
+            Busy { .. } => "busy",
             RateLimited { .. } | TokenRateLimited { .. } => "rate_limit_exceeded",
             ProviderNotConfigured { .. } => "provider_not_configured",
             UpstreamRejected { kind, .. } => kind,
             NotImplemented(_) => "not_implemented",
             UpstreamFailed | UpstreamCredentialRefused => "upstream_error",
             UpstreamOverloaded => "upstream_overloaded",
+            UpstreamRateLimited { .. } => "upstream_rate_limited",
             UpstreamTimeout => "upstream_timeout",
             MethodNotAllowed => "method_not_allowed",
             NotFound(_) => "not_found",
             Internal(_) => "internal_error",
+        }
+    }
+
+    /// Whether this error refuses a call before anything went upstream (bad input, a limit, a missing
+    /// credential): such refusals are summed up per key and minute instead of stored one by one.
+    pub fn is_refusal(&self) -> bool {
+        use GatewayError::*;
+        match self {
+            MalformedJson(_)
+            | InvalidField { .. }
+            | BodyTooLarge { .. }
+            | RequestTimeout
+            | UnknownModel(_)
+            | WrongModelKind(_)
+            | MissingKey
+            | InvalidKey
+            | RevokedKey
+            | NotSignedIn
+            | Forbidden(_)
+            | Conflict(_)
+            | BadRequest(_)
+            | PaymentRequired(_)
+            | Busy { .. }
+            | RateLimited { .. }
+            | TokenRateLimited { .. }
+            | ProviderNotConfigured { .. }
+            | MethodNotAllowed
+            | NotFound(_) => true,
+            UpstreamRejected { .. }
+            | NotImplemented(_)
+            | UpstreamFailed
+            | UpstreamCredentialRefused
+            | UpstreamRateLimited { .. }
+            | UpstreamOverloaded
+            | UpstreamTimeout
+            | Internal(_) => false,
         }
     }
 
@@ -277,6 +332,12 @@ impl IntoResponse for GatewayError {
         }
         | GatewayError::TokenRateLimited {
             retry_after_secs, ..
+        }
+        | GatewayError::UpstreamRateLimited {
+            retry_after_secs: Some(retry_after_secs),
+        }
+        | GatewayError::Busy {
+            retry_after_secs, ..
         } = self
         {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
@@ -286,6 +347,12 @@ impl IntoResponse for GatewayError {
 }
 
 pub type Result<T, E = GatewayError> = std::result::Result<T, E>;
+
+/// The error a request body gives when its client took longer than the server's body timeout to send
+/// it; handlers that read bodies answer it with a 408.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0:?}")]
+pub struct BodyTimedOut(pub std::time::Duration);
 
 #[cfg(test)]
 mod tests {

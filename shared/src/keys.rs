@@ -25,6 +25,16 @@ const KEY_ID_LEN: usize = 16;
 const SECRET_LEN: usize = 40;
 /// Entries kept for wrong secrets, so guessing against a known key id cannot make us run bcrypt in a loop.
 const MAX_REJECTED: usize = 10_000;
+/// How long a wrong secret is remembered as wrong (whatever the cache's TTL): it is never checked with
+/// bcrypt twice in this window.
+const REJECTED_FOR: Duration = Duration::from_secs(600);
+/// Failed verifications allowed per key id, and per client address, in a minute before further attempts
+/// are refused without running bcrypt. A legitimate client fails at most a few times (a typo, a rotated
+/// key); a guesser is held to this many bcrypt runs a minute for each key id and each address it uses.
+pub const FAILURES_PER_KEY_PER_MINUTE: u32 = 10;
+pub const FAILURES_PER_SOURCE_PER_MINUTE: u32 = 30;
+/// Entries the failure counters keep before old minutes are dropped.
+const MAX_FAILURE_ENTRIES: usize = 100_000;
 
 pub fn random_token(len: usize) -> String {
     rand::rng()
@@ -110,11 +120,57 @@ struct CachedKey {
     stale: bool,
 }
 
+/// Failed verifications per key id and per client address in the current minute, checked before bcrypt
+/// runs: an unauthenticated client cannot make the gateway spend more than a bounded amount of CPU on
+/// guesses. Per process (each warm Lambda instance counts on its own).
+#[derive(Default)]
+struct FailureThrottle {
+    /// (the minute, key id or address) -> failures in it.
+    counts: Mutex<HashMap<(u64, String), u32>>,
+}
+
+fn this_minute() -> u64 {
+    (OffsetDateTime::now_utc().unix_timestamp().max(0) / 60) as u64
+}
+
+impl FailureThrottle {
+    fn allows(&self, key_id: &str, source: Option<std::net::IpAddr>) -> bool {
+        let minute = this_minute();
+        let counts = self.counts.lock().expect("failure throttle lock");
+        let over = |name: String, limit: u32| {
+            counts
+                .get(&(minute, name))
+                .is_some_and(|failures| *failures >= limit)
+        };
+        !over(format!("key:{key_id}"), FAILURES_PER_KEY_PER_MINUTE)
+            && !source.is_some_and(|ip| over(format!("ip:{ip}"), FAILURES_PER_SOURCE_PER_MINUTE))
+    }
+
+    fn record(&self, key_id: &str, source: Option<std::net::IpAddr>) {
+        let minute = this_minute();
+        let mut counts = self.counts.lock().expect("failure throttle lock");
+        if counts.len() >= MAX_FAILURE_ENTRIES {
+            counts.retain(|(m, _), _| *m == minute);
+        }
+        for name in
+            std::iter::once(format!("key:{key_id}")).chain(source.map(|ip| format!("ip:{ip}")))
+        {
+            let failures = counts.entry((minute, name)).or_default();
+            *failures = failures.saturating_add(1);
+        }
+    }
+}
+
 pub struct KeyVerifier {
     store: Arc<dyn RecordStore>,
     ttl: Duration,
     cache: RwLock<HashMap<String, CachedKey>>,
-    rejected: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Digests of whole presented keys (id and secret) refused, when, and whether because the secret was
+    /// wrong (`false`) or the right secret's key is revoked (`true`).
+    rejected: Mutex<HashMap<[u8; 32], (Instant, bool)>>,
+    failures: FailureThrottle,
+    /// bcrypt checks run so far, for operators' metrics and for tests that prove when none runs.
+    bcrypt_runs: std::sync::atomic::AtomicU64,
     /// One verification at a time per key id, so a burst of first requests runs bcrypt once, not N times.
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -130,6 +186,8 @@ impl KeyVerifier {
             ttl,
             cache: RwLock::new(HashMap::new()),
             rejected: Mutex::new(HashMap::new()),
+            failures: FailureThrottle::default(),
+            bcrypt_runs: Default::default(),
             in_flight: Mutex::new(HashMap::new()),
         }
     }
@@ -143,14 +201,23 @@ impl KeyVerifier {
         (fresh && same).then(|| entry.key.clone())
     }
 
-    pub async fn verify(&self, presented: &str) -> Result<Arc<AuthorizedKey>, GatewayError> {
+    /// Verifies a presented key; `source` is the client's address, for throttling failed attempts.
+    /// Every failure an attacker without the secret can cause (unknown id, wrong secret, revoked key,
+    /// deleted account, throttled) is the same `InvalidKey`; only the secret's holder learns that a key
+    /// was revoked.
+    pub async fn verify(
+        &self,
+        presented: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Arc<AuthorizedKey>, GatewayError> {
         let (key_id, secret) = parse(presented).ok_or(GatewayError::InvalidKey)?;
         let secret_digest = digest(secret);
         if let Some(key) = self.cached(key_id, &secret_digest) {
             return Ok(key);
         }
-        if self.recently_rejected(&secret_digest) {
-            return Err(GatewayError::InvalidKey);
+        let presented_digest = digest(presented);
+        if let Some(err) = self.recently_rejected(&presented_digest) {
+            return Err(err);
         }
         let gate = {
             let mut in_flight = self.in_flight.lock().expect("in-flight lock");
@@ -161,7 +228,9 @@ impl KeyVerifier {
         if let Some(key) = self.cached(key_id, &secret_digest) {
             return Ok(key);
         }
-        let result = self.refresh(key_id, secret, secret_digest).await;
+        let result = self
+            .refresh(key_id, secret, secret_digest, presented_digest, source)
+            .await;
         self.in_flight
             .lock()
             .expect("in-flight lock")
@@ -176,6 +245,8 @@ impl KeyVerifier {
         key_id: &str,
         secret: &str,
         secret_digest: [u8; 32],
+        presented_digest: [u8; 32],
+        source: Option<std::net::IpAddr>,
     ) -> Result<Arc<AuthorizedKey>, GatewayError> {
         let record = self
             .store
@@ -186,8 +257,38 @@ impl KeyVerifier {
             self.forget(key_id);
             return Err(GatewayError::InvalidKey);
         };
+
+        // The secret is checked before anything about the key is told: an unknown, a revoked and a
+        // mistyped key look the same to whoever lacks the secret.
+        let already_verified = {
+            let cache = self.cache.read().expect("key cache lock");
+            cache.get(key_id).is_some_and(|e| {
+                e.bcrypt_hash == record.hash && bool::from(e.secret_digest.ct_eq(&secret_digest))
+            })
+        };
+        if !already_verified {
+            if !self.failures.allows(key_id, source) {
+                tracing::warn!(key_id, source = ?source, "too many failed key verifications; refused without checking");
+                return Err(GatewayError::InvalidKey);
+            }
+            let hash = record.hash.clone();
+            let secret = secret.to_owned();
+            self.bcrypt_runs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let ok = tokio::task::spawn_blocking(move || bcrypt::verify(secret, &hash))
+                .await
+                .map_err(GatewayError::internal)?
+                .unwrap_or(false);
+            if !ok {
+                self.remember_rejected(presented_digest, false);
+                self.failures.record(key_id, source);
+                return Err(GatewayError::InvalidKey);
+            }
+        }
         if record.revoked_at.is_some() {
             self.forget(key_id);
+            // A script still using a revoked key is told so without bcrypt on every call.
+            self.remember_rejected(presented_digest, true);
             return Err(GatewayError::RevokedKey);
         }
         let account = self
@@ -199,25 +300,6 @@ impl KeyVerifier {
             self.forget(key_id);
             return Err(GatewayError::InvalidKey);
         };
-
-        let already_verified = {
-            let cache = self.cache.read().expect("key cache lock");
-            cache.get(key_id).is_some_and(|e| {
-                e.bcrypt_hash == record.hash && bool::from(e.secret_digest.ct_eq(&secret_digest))
-            })
-        };
-        if !already_verified {
-            let hash = record.hash.clone();
-            let secret = secret.to_owned();
-            let ok = tokio::task::spawn_blocking(move || bcrypt::verify(secret, &hash))
-                .await
-                .map_err(GatewayError::internal)?
-                .unwrap_or(false);
-            if !ok {
-                self.remember_rejected(secret_digest);
-                return Err(GatewayError::InvalidKey);
-            }
-        }
 
         let key = Arc::new(AuthorizedKey {
             key_id: record.key_id.clone(),
@@ -248,6 +330,11 @@ impl KeyVerifier {
         Ok(key)
     }
 
+    /// How many bcrypt checks this verifier has run.
+    pub fn bcrypt_runs(&self) -> u64 {
+        self.bcrypt_runs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Drops a key from the cache: its next use reads the store again (a revocation in this process).
     pub fn forget(&self, key_id: &str) {
         self.cache.write().expect("key cache lock").remove(key_id);
@@ -263,22 +350,27 @@ impl KeyVerifier {
         }
     }
 
-    fn recently_rejected(&self, secret_digest: &[u8; 32]) -> bool {
+    fn recently_rejected(&self, presented_digest: &[u8; 32]) -> Option<GatewayError> {
         let rejected = self.rejected.lock().expect("rejected lock");
-        rejected
-            .get(secret_digest)
-            .is_some_and(|at| at.elapsed() < self.ttl)
+        let (at, revoked) = rejected.get(presented_digest)?;
+        (at.elapsed() < REJECTED_FOR).then(|| {
+            if *revoked {
+                GatewayError::RevokedKey
+            } else {
+                GatewayError::InvalidKey
+            }
+        })
     }
 
-    fn remember_rejected(&self, secret_digest: [u8; 32]) {
+    fn remember_rejected(&self, presented_digest: [u8; 32], revoked: bool) {
         let mut rejected = self.rejected.lock().expect("rejected lock");
         if rejected.len() >= MAX_REJECTED {
-            rejected.retain(|_, at| at.elapsed() < self.ttl);
+            rejected.retain(|_, (at, _)| at.elapsed() < REJECTED_FOR);
             if rejected.len() >= MAX_REJECTED {
                 rejected.clear();
             }
         }
-        rejected.insert(secret_digest, Instant::now());
+        rejected.insert(presented_digest, (Instant::now(), revoked));
     }
 }
 
@@ -310,5 +402,92 @@ mod tests {
             assert!(parse(bad).is_none(), "{bad}");
         }
         assert!(parse("qnp_abcdefghijklmnop_0123456789012345678901234567890123456789").is_some());
+    }
+
+    async fn verifier_with_key() -> (tempfile::TempDir, Arc<KeyVerifier>, NewKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::store::embedded::EmbeddedStore::open(dir.path()).unwrap());
+        let account = store
+            .account_for_email("k@example.com", "free")
+            .await
+            .unwrap();
+        let key = generate(&account.id, None, 4, OffsetDateTime::now_utc()).unwrap();
+        store.insert_key(&key.record).await.unwrap();
+        let verifier = Arc::new(KeyVerifier::new(store, Duration::from_secs(0)));
+        (dir, verifier, key)
+    }
+
+    fn wrong(key: &NewKey, n: usize) -> String {
+        format!("{KEY_PREFIX}{}_{n:0>40}", key.record.key_id)
+    }
+
+    #[tokio::test]
+    async fn guessing_secrets_is_throttled_before_bcrypt() {
+        let (_dir, verifier, key) = verifier_with_key().await;
+        let source: Option<std::net::IpAddr> = Some("198.51.100.7".parse().unwrap());
+        for n in 0..50 {
+            let err = verifier.verify(&wrong(&key, n), source).await.unwrap_err();
+            assert!(matches!(err, GatewayError::InvalidKey));
+        }
+        // Ten guesses at this key id this minute ran bcrypt; the other forty were refused unchecked.
+        assert_eq!(verifier.bcrypt_runs(), FAILURES_PER_KEY_PER_MINUTE as u64);
+        // The same wrong secret again never runs bcrypt, whatever the cache's lifetime (0 here).
+        verifier.verify(&wrong(&key, 0), None).await.unwrap_err();
+        assert_eq!(verifier.bcrypt_runs(), FAILURES_PER_KEY_PER_MINUTE as u64);
+    }
+
+    #[tokio::test]
+    async fn one_address_guessing_many_key_ids_is_throttled_too() {
+        let (_dir, verifier, _key) = verifier_with_key().await;
+        let store = verifier.store.clone();
+        let account = store
+            .account_for_email("m@example.com", "free")
+            .await
+            .unwrap();
+        let source: Option<std::net::IpAddr> = Some("198.51.100.8".parse().unwrap());
+        let mut keys = Vec::new();
+        for _ in 0..10 {
+            let key = generate(&account.id, None, 4, OffsetDateTime::now_utc()).unwrap();
+            store.insert_key(&key.record).await.unwrap();
+            keys.push(key);
+        }
+        for (i, key) in keys.iter().enumerate() {
+            for n in 0..5 {
+                verifier
+                    .verify(&wrong(key, i * 10 + n), source)
+                    .await
+                    .unwrap_err();
+            }
+        }
+        assert_eq!(
+            verifier.bcrypt_runs(),
+            FAILURES_PER_SOURCE_PER_MINUTE as u64
+        );
+        // Another address is not held back by this one's guesses, and the right secret still works.
+        verifier
+            .verify(&keys[9].plaintext, Some("203.0.113.1".parse().unwrap()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_revoked_key_says_so_only_to_whoever_has_its_secret() {
+        let (_dir, verifier, key) = verifier_with_key().await;
+        verifier
+            .store
+            .revoke_key(&key.record.key_id, OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        let err = verifier.verify(&wrong(&key, 1), None).await.unwrap_err();
+        assert!(matches!(err, GatewayError::InvalidKey), "{err}");
+        let err = verifier.verify(&key.plaintext, None).await.unwrap_err();
+        assert!(matches!(err, GatewayError::RevokedKey), "{err}");
+        let runs = verifier.bcrypt_runs();
+        // A script that keeps using the revoked key is answered without bcrypt each time.
+        for _ in 0..5 {
+            let err = verifier.verify(&key.plaintext, None).await.unwrap_err();
+            assert!(matches!(err, GatewayError::RevokedKey));
+        }
+        assert_eq!(verifier.bcrypt_runs(), runs);
     }
 }

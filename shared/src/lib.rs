@@ -5,11 +5,13 @@ pub mod billing;
 pub mod budget;
 pub mod catalog;
 pub mod config;
+pub mod cost_bound;
 pub mod error;
 pub mod keys;
 pub mod limits;
 pub mod plans;
 pub mod providers;
+pub mod refusals;
 pub mod retention;
 pub mod secrets;
 pub mod sessions;
@@ -17,5 +19,10 @@ pub mod store;
 pub mod usage;
 pub mod usage_log;
 pub mod web;
+
+#[cfg(test)]
+mod properties;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 pub use error::GatewayError;

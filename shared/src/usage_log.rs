@@ -8,18 +8,24 @@
 
 use std::sync::Arc;
 
+use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::refusals::Refusals;
 use crate::store::RecordStore;
 use crate::usage::UsageRecord;
 
 const BATCH: usize = 512;
 const QUEUE: usize = 65_536;
 
+/// How often the background writer stores the summaries of finished minutes' refusals.
+const REFUSAL_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct UsageLog {
     mode: Mode,
+    refusals: Arc<Refusals>,
 }
 
 #[derive(Clone)]
@@ -34,7 +40,9 @@ pub struct UsageWriter {
 }
 
 impl UsageWriter {
+    /// Stores what is left (this minute's refusal summaries too) and waits until every row is written.
     pub async fn shutdown(self, log: UsageLog) {
+        log.flush_refusals().await;
         drop(log);
         let _ = self.task.await;
     }
@@ -44,24 +52,69 @@ impl UsageLog {
     pub fn inline(store: Arc<dyn RecordStore>) -> UsageLog {
         UsageLog {
             mode: Mode::Inline(store),
+            refusals: Arc::default(),
         }
     }
 
     pub fn background(store: Arc<dyn RecordStore>) -> (UsageLog, UsageWriter) {
         let (tx, mut rx) = mpsc::channel::<UsageRecord>(QUEUE);
+        let refusals = Arc::<Refusals>::default();
+        let summaries = refusals.clone();
         let task = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
-            while rx.recv_many(&mut batch, BATCH).await > 0 {
-                write_with_retry(store.as_ref(), &batch).await;
-                batch.clear();
+            let mut tick = tokio::time::interval(REFUSAL_FLUSH_EVERY);
+            loop {
+                tokio::select! {
+                    received = rx.recv_many(&mut batch, BATCH) => {
+                        if received == 0 {
+                            break;
+                        }
+                    }
+                    _ = tick.tick() => {
+                        batch.extend(summaries.finished(OffsetDateTime::now_utc(), false));
+                    }
+                }
+                if !batch.is_empty() {
+                    write_with_retry(store.as_ref(), &batch).await;
+                    batch.clear();
+                }
             }
         });
         (
             UsageLog {
                 mode: Mode::Background(tx),
+                refusals,
             },
             UsageWriter { task },
         )
+    }
+
+    /// Stores the summaries of every refusal tally now, the current minute's included.
+    pub async fn flush_refusals(&self) {
+        for row in self.refusals.finished(OffsetDateTime::now_utc(), true) {
+            self.record(row).await;
+        }
+    }
+
+    /// Records a call refused before it went upstream: the first of its kind this minute is stored at
+    /// once, the rest are summed into one row when the minute ends (see `refusals`). Returns whether this
+    /// one was stored (and is worth a log line).
+    pub async fn record_refusal(&self, row: UsageRecord) -> bool {
+        let now = row.timestamp;
+        let stored = match self.refusals.count(row) {
+            Some(first) => {
+                self.record(first).await;
+                true
+            }
+            None => false,
+        };
+        if self.is_inline() {
+            // Lambda has no writer task: whichever invocation comes after a minute ends stores it.
+            for summary in self.refusals.finished(now, false) {
+                self.record(summary).await;
+            }
+        }
+        stored
     }
 
     /// Whether `record` writes before returning (Lambda) rather than queueing.

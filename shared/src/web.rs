@@ -184,12 +184,57 @@ async fn method_not_allowed() -> Response {
     GatewayError::MethodNotAllowed.into_response()
 }
 
+/// A panic while handling one request: logged, and answered as a bare 500 for that request only.
+fn panicked(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = cause
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| cause.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    GatewayError::internal(anyhow::anyhow!("a request handler panicked: {detail}")).into_response()
+}
+
 /// Applies the error-shaped fallbacks to a router (one function's, or `qnp serve`'s merge of all of
-/// them), so unknown routes and wrong methods answer like every other error.
+/// them), so unknown routes and wrong methods answer like every other error, and catches a panic in any
+/// handler so it costs that request a 500 instead of the process (release builds unwind).
 pub fn with_fallbacks(router: axum::Router) -> axum::Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+}
+
+/// Query parameters, parsed like `axum::extract::Query` but refused with the API's JSON error shape (a 400
+/// that names the parameter) instead of axum's plain-text rejection.
+pub struct QueryParams<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for QueryParams<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        query_of(&parts.uri).map(QueryParams)
+    }
+}
+
+/// Parses a raw query string into `T`; any failure is a 400 saying which parameter is wrong.
+pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, GatewayError> {
+    let uri: axum::http::Uri = format!("/?{query}")
+        .parse()
+        .map_err(|_| GatewayError::BadRequest("the query string is not valid".into()))?;
+    query_of(&uri)
+}
+
+fn query_of<T: serde::de::DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, GatewayError> {
+    axum::extract::Query::<T>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| GatewayError::BadRequest(e.body_text()))
 }
 
 /// Parses a JSON request body, with the same precise 400s the API gives everywhere.
@@ -207,6 +252,51 @@ pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Gatew
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[tokio::test]
+    async fn a_panicking_handler_costs_its_request_a_500_and_nothing_else() {
+        use tower::ServiceExt;
+        async fn boom() -> &'static str {
+            let empty: Vec<&'static str> = Vec::new();
+            // A bug that indexes past the end.
+            empty[std::hint::black_box(3)]
+        }
+        let app = with_fallbacks(
+            axum::Router::new()
+                .route("/boom", axum::routing::get(boom))
+                .route("/fine", axum::routing::get(|| async { "ok" })),
+        );
+        for _ in 0..2 {
+            let response = app
+                .clone()
+                .oneshot(
+                    Request::get("/boom")
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 500);
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["error"]["type"], "internal_error");
+            assert!(
+                !body.to_string().contains("a bug that panics"),
+                "no detail leaks"
+            );
+        }
+        let response = app
+            .oneshot(
+                Request::get("/fine")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
 
     #[test]
     fn origins() {

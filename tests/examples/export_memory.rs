@@ -100,6 +100,7 @@ async fn main() {
                     completion_tokens: 340,
                     cached_tokens: 128,
                     cache_write_tokens: 0,
+                    cache_write_1h_tokens: 0,
                     reasoning_tokens: 0,
                     estimated: false,
                 },
@@ -109,6 +110,7 @@ async fn main() {
                 price_version: "2026-11-27".into(),
                 error_type: None,
                 source_ip: Some("203.0.113.7".into()),
+                count: 1,
             })
             .collect();
         stores.records.insert_usage(&chunk).await.unwrap();
@@ -161,7 +163,10 @@ async fn main() {
         records: stores.records.clone(),
         public_origin: "https://qnp.example.com".into(),
     });
-    let router = qnp_export::router(Arc::new(qnp_export::Export { web }));
+    let router = qnp_export::router(Arc::new(qnp_export::Export::new(
+        web,
+        std::time::Duration::from_secs(30),
+    )));
     let event = serde_json::json!({
         "version": "2.0", "routeKey": "$default", "rawPath": "/usage/export.csv", "rawQueryString": "",
         "cookies": [cookie], "headers": {"host": "x.lambda-url.us-east-1.on.aws"},

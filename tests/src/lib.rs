@@ -4,7 +4,6 @@
 // Stripe's objects are large; `json!` needs more room to expand them.
 #![recursion_limit = "512"]
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use qnp_shared::config::{Config, Env};
@@ -34,6 +33,8 @@ pub const TEST_MODELS: &str = r#"{"version":"test-1","models":[
  {"id":"openai/mock-nousage","provider":"openai","upstream_model":"mock-nousage","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-flaky","provider":"openai","upstream_model":"mock-flaky","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-slowstream","provider":"openai","upstream_model":"mock-slowstream","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
+ {"id":"openai/mock-chatty","provider":"openai","upstream_model":"mock-chatty","kind":"chat","context_length":1000000,"input_per_mtok":1.0,"output_per_mtok":2.0},
+ {"id":"openai/mock-greedy","provider":"openai","upstream_model":"mock-greedy","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-500-routed","provider":"openai","upstream_model":"mock-500","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0,"fallbacks":["openai/gpt-4o-mini"]},
  {"id":"anthropic/claude-mock-400","provider":"anthropic","upstream_model":"claude-mock-400","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"anthropic/claude-mock-529","provider":"anthropic","upstream_model":"claude-mock-529","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
@@ -142,20 +143,14 @@ impl TestGateway {
             &secret,
         )
         .expect("the gateway's configuration");
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let limits = config.server;
+        // The same listener `qnp serve` runs: its timeouts and connection limits are under test too.
         let server = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async {
+            qnp::listener::serve(listener, app, limits, async {
                 let _ = rx.await;
             })
-            .await
-            .unwrap();
+            .await;
         });
         TestGateway {
             url,
@@ -175,6 +170,24 @@ impl TestGateway {
     /// The account's usage rows, waiting until `count` have been written (writes are asynchronous).
     pub async fn usage_rows(&self, email: &str, count: usize) -> Vec<UsageRecord> {
         usage_rows(&self.stores, email, count).await
+    }
+
+    /// The account's usage rows once they stand for `calls` calls: refusals summed up per key and minute
+    /// are stored first (as at the end of their minute).
+    pub async fn usage_calls(&self, email: &str, calls: u64) -> Vec<UsageRecord> {
+        if let Some((_, usage)) = &self.writer {
+            usage.flush_refusals().await;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let rows = usage_rows_now(&self.stores, email).await;
+            let total: u64 = rows.iter().map(|r| r.count).sum();
+            if total >= calls || std::time::Instant::now() > deadline {
+                assert_eq!(total, calls, "calls recorded for {email}: {rows:#?}");
+                return rows;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops serving and flushes the usage writer.
@@ -207,7 +220,8 @@ pub async fn create_key(stores: &Stores, email: &str, plan: &str) -> String {
     key.plaintext
 }
 
-pub async fn usage_rows(stores: &Stores, email: &str, count: usize) -> Vec<UsageRecord> {
+/// The account's usage rows of the last day, as stored right now.
+pub async fn usage_rows_now(stores: &Stores, email: &str) -> Vec<UsageRecord> {
     use futures_util::TryStreamExt;
     let account = stores
         .records
@@ -215,19 +229,23 @@ pub async fn usage_rows(stores: &Stores, email: &str, count: usize) -> Vec<Usage
         .await
         .unwrap()
         .expect("account exists");
+    let now = OffsetDateTime::now_utc();
+    stores
+        .records
+        .usage_for_account(
+            &account.id,
+            now - time::Duration::days(1),
+            now + time::Duration::days(1),
+        )
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+pub async fn usage_rows(stores: &Stores, email: &str, count: usize) -> Vec<UsageRecord> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let now = OffsetDateTime::now_utc();
-        let rows: Vec<UsageRecord> = stores
-            .records
-            .usage_for_account(
-                &account.id,
-                now - time::Duration::days(1),
-                now + time::Duration::days(1),
-            )
-            .try_collect()
-            .await
-            .unwrap();
+        let rows = usage_rows_now(stores, email).await;
         if rows.len() >= count || std::time::Instant::now() > deadline {
             assert_eq!(rows.len(), count, "usage rows for {email}: {rows:#?}");
             return rows;
@@ -368,6 +386,13 @@ impl qnp_shared::store::RecordStore for CountingKeyReads {
     }
     async fn insert_key(&self, key: &qnp_shared::accounts::ApiKeyRecord) -> anyhow::Result<()> {
         self.inner.insert_key(key).await
+    }
+    async fn insert_key_within(
+        &self,
+        key: &qnp_shared::accounts::ApiKeyRecord,
+        max_active: u64,
+    ) -> anyhow::Result<bool> {
+        self.inner.insert_key_within(key, max_active).await
     }
     async fn key(
         &self,

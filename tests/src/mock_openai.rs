@@ -7,7 +7,8 @@
 //! credential is refused), `mock-500` (a 500 whose body holds a secret), `mock-slow` (headers after 5 s),
 //! `mock-drop` (the connection drops mid-stream), `mock-endless` (a stream that never ends on its own),
 //! `mock-flaky` (503 on every other request), `mock-slowstream` (40 ms between words), `mock-nousage`
-//! (never reports usage).
+//! (never reports usage), `mock-chatty` (forty bytes of text every 10 ms, forever), `mock-greedy` (generates every token the request allows: the larger of
+//! `max_tokens` and `max_completion_tokens`, at most 1,000, for each of the `n` choices).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -177,6 +178,9 @@ async fn chat(
         }
         _ => {}
     }
+    if model == "mock-greedy" {
+        return greedy(&body);
+    }
     let reply = format!("echo: {}", last_user_text(&body));
     let id = "chatcmpl-mock123";
     if body["stream"] != true {
@@ -209,6 +213,13 @@ async fn chat(
                 return;
             }
         }
+        if model == "mock-chatty" {
+            // A long generation: forty bytes of text every 10 ms, never ending on its own.
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                yield Ok(chunk(id, &model, json!({"content": "alpha beta gamma delta epsilon zeta eta "}), Value::Null, include_usage));
+            }
+        }
         if model == "mock-endless" {
             loop {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -226,6 +237,29 @@ async fn chat(
         .header("content-type", "text/event-stream; charset=utf-8")
         .body(Body::from_stream(stream))
         .unwrap()
+}
+
+/// An upstream that bills the most a request lets it: like OpenAI-compatible servers that read whichever
+/// output limit is larger, and like OpenAI itself for `n`.
+fn greedy(body: &Value) -> Response {
+    let per_choice = ["max_tokens", "max_completion_tokens"]
+        .iter()
+        .filter_map(|f| body[*f].as_u64())
+        .max()
+        .unwrap_or(1_000)
+        .min(1_000);
+    let n = body["n"].as_u64().unwrap_or(1).max(1);
+    let choices: Vec<Value> = (0..n)
+        .map(|i| json!({"index": i, "message": {"role": "assistant", "content": "word ".repeat(per_choice as usize)}, "finish_reason": "length"}))
+        .collect();
+    let prompt = usage(body, "")["prompt_tokens"].as_u64().unwrap_or(0);
+    let completion = per_choice * n;
+    Json(json!({
+        "id": "chatcmpl-greedy", "object": "chat.completion", "created": 1_764_000_000, "model": "mock-greedy",
+        "choices": choices,
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+    }))
+    .into_response()
 }
 
 async fn embeddings(

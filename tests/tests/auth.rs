@@ -28,6 +28,11 @@ struct World {
 /// A gateway whose Google (and Apple) sign-in points at `issuer` (or, when None, at the real provider
 /// started here with redirect URIs naming the gateway).
 async fn world(fake_issuer: Option<&str>, extra: &[(&str, &str)]) -> World {
+    world_with_users(fake_issuer, extra, "{}").await
+}
+
+/// As `world`, with more test users at the real provider (`OIDC_EXTRA_USERS`, keyed by login hint).
+async fn world_with_users(fake_issuer: Option<&str>, extra: &[(&str, &str)], users: &str) -> World {
     qnp_tests::init_tracing();
     let keys = test_keys();
     let dir = tempfile::tempdir().unwrap();
@@ -45,6 +50,7 @@ async fn world(fake_issuer: Option<&str>, extra: &[(&str, &str)]) -> World {
             ("APPLE_PUBLIC_KEY_PEM", keys.p256_public_pem.clone()),
             ("APPLE_KEY_ID", "KEY123".into()),
             ("APPLE_TEAM_ID", "TEAM123".into()),
+            ("OIDC_EXTRA_USERS", users.into()),
         ])),
     };
     let issuer = fake_issuer
@@ -155,6 +161,113 @@ async fn begin_login(w: &World, browser: &Browser, provider: &str) -> String {
         .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     response.headers()["location"].to_str().unwrap().to_owned()
+}
+
+/// Signs in at the real provider as the test user named by `hint`; returns the callback's response.
+async fn sign_in_as(w: &World, browser: &Browser, hint: &str) -> reqwest::Response {
+    let authorize = begin_login(w, browser, "google").await;
+    let authorize = format!("{authorize}&login_hint={hint}");
+    let (callback, _) = browser
+        .follow(authorize, &w.url("/auth/google/callback"))
+        .await;
+    browser.get(&callback).await
+}
+
+#[tokio::test]
+async fn nobody_can_claim_an_address_before_its_owner_signs_up() {
+    let users = r#"{
+        "mallory": {"sub": "google-sub-mallory", "email": "mallory@example.com", "email_verified": true},
+        "pretender": {"sub": "google-sub-pretender", "email": "carol@example.com", "email_verified": false},
+        "carol": {"sub": "google-sub-carol", "email": "carol@example.com", "email_verified": true}
+    }"#;
+    let w = world_with_users(None, &[], users).await;
+    let records = &w.gateway.stores.records;
+
+    // Mallory signs in and tries to take Carol's address before Carol ever signs up.
+    let mallory = Browser::new();
+    assert_eq!(
+        sign_in_as(&w, &mallory, "mallory").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let response = w
+        .send(
+            &mallory,
+            reqwest::Method::PATCH,
+            "/account",
+            Some(json!({"email": "Carol@example.com"})),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "email");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("confirmed"),
+        "{body}"
+    );
+    assert!(
+        records
+            .account_by_email("carol@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // An identity whose provider does not vouch for the address cannot sign up with it either.
+    let pretender = Browser::new();
+    let response = sign_in_as(&w, &pretender, "pretender").await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not verified"),
+        "{body}"
+    );
+    assert!(pretender.cookie(&w.gateway.url, SESSION_COOKIE).is_none());
+    assert!(
+        records
+            .account_by_email("carol@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // The operator creates Carol's key (`qnp keys create --email carol@example.com`): a new account of
+    // Carol's own, not Mallory's.
+    let mallory_account: Value = mallory.get(&w.url("/account")).await.json().await.unwrap();
+    let operator_key = w.gateway.create_key("carol@example.com", "free").await;
+    let carol_account = records
+        .account_by_email("carol@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(json!(carol_account.id), mallory_account["id"]);
+    assert_eq!(
+        w.chat(&operator_key).await.status(),
+        StatusCode::OK,
+        "the operator's key works"
+    );
+
+    // Carol signs in with her verified address and lands in that account, with that key.
+    let carol = Browser::new();
+    assert_eq!(
+        sign_in_as(&w, &carol, "carol").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let account: Value = carol.get(&w.url("/account")).await.json().await.unwrap();
+    assert_eq!(account["id"], json!(carol_account.id));
+    assert_eq!(account["email"], "carol@example.com");
+    let keys: Value = carol.get(&w.url("/keys")).await.json().await.unwrap();
+    assert_eq!(keys["data"].as_array().map(Vec::len), Some(1), "{keys}");
+    let keys_of_mallory = records
+        .keys_for_account(mallory_account["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert!(keys_of_mallory.is_empty(), "Mallory was handed no key");
 }
 
 #[tokio::test]
@@ -738,6 +851,61 @@ async fn a_session_near_expiry_is_refreshed() {
 }
 
 #[tokio::test]
+async fn seventy_concurrent_key_creations_make_fifty_keys() {
+    let w = world(Some("http://127.0.0.1:9"), &[]).await;
+    let browser = w.signed_in("many@example.com").await;
+    let responses = futures_util::future::join_all((0..70).map(|i| {
+        w.send(
+            &browser,
+            reqwest::Method::POST,
+            "/keys",
+            Some(json!({"name": format!("k{i}")})),
+        )
+    }))
+    .await;
+    let created = responses
+        .iter()
+        .filter(|r| r.status() == StatusCode::CREATED)
+        .count();
+    let refused = responses
+        .iter()
+        .filter(|r| r.status() == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((created, refused), (50, 20));
+    let keys: Value = browser.get(&w.url("/keys")).await.json().await.unwrap();
+    assert_eq!(keys["data"].as_array().unwrap().len(), 50);
+}
+
+#[tokio::test]
+async fn key_names_cannot_carry_control_characters() {
+    let w = world(Some("http://127.0.0.1:9"), &[]).await;
+    let browser = w.signed_in("ctl@example.com").await;
+    for name in ["\u{1b}[31mred", "line\rover", "tab\there", "bell\u{7}"] {
+        let response = w
+            .send(
+                &browser,
+                reqwest::Method::POST,
+                "/keys",
+                Some(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{name:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["param"], "name");
+    }
+    let key = w.create_key(&browser, "fine name ✓").await;
+    let response = w
+        .send(
+            &browser,
+            reqwest::Method::PATCH,
+            &format!("/keys/{}", key["id"].as_str().unwrap()),
+            Some(json!({"name": "\u{1b}]0;pwned\u{7}"})),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
 async fn nobody_can_touch_another_users_keys() {
     let w = world(Some("http://127.0.0.1:9"), &[]).await;
     let alice = w.signed_in("a@example.com").await;
@@ -877,6 +1045,33 @@ async fn profile_corrections_and_account_deletion() {
     let w = world(Some("http://127.0.0.1:9"), &[]).await;
     let browser = w.signed_in("me@example.com").await;
     w.signed_in("taken@example.com").await;
+    // The user's provider now vouches for a new address (it changed at Google and was refreshed at the
+    // last sign-in): only such an address can become the account's email.
+    let me = w
+        .gateway
+        .stores
+        .records
+        .account_by_email("me@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    for (subject, email) in [
+        ("sub-me", "me2@example.com"),
+        ("sub-taken", "taken@example.com"),
+    ] {
+        w.gateway
+            .stores
+            .records
+            .link_identity(&qnp_shared::accounts::Identity {
+                provider: "google".into(),
+                subject: subject.into(),
+                account_id: me.id.clone(),
+                email: Some(email.into()),
+                created_at: time::OffsetDateTime::now_utc(),
+            })
+            .await
+            .unwrap();
+    }
     let response = w
         .send(
             &browser,
@@ -893,6 +1088,10 @@ async fn profile_corrections_and_account_deletion() {
     );
     for (body, status) in [
         (json!({"email": "taken@example.com"}), StatusCode::CONFLICT),
+        (
+            json!({"email": "unvouched@example.com"}),
+            StatusCode::BAD_REQUEST,
+        ),
         (json!({"email": "nope"}), StatusCode::BAD_REQUEST),
         (json!({"plan": "unlimited"}), StatusCode::BAD_REQUEST),
         (json!({"name": ""}), StatusCode::BAD_REQUEST),

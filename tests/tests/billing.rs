@@ -941,7 +941,7 @@ async fn a_concurrent_burst_never_spends_past_the_cap_and_the_refusal_is_a_402()
     // Settled: the month's counter holds exactly what the admitted calls cost, which is under the cap.
     let rows = w
         .gateway
-        .usage_rows("capped@example.com", results.len())
+        .usage_calls("capped@example.com", results.len() as u64)
         .await;
     let billed: f64 = rows
         .iter()
@@ -966,8 +966,11 @@ async fn a_concurrent_burst_never_spends_past_the_cap_and_the_refusal_is_a_402()
     );
     assert!(spent <= 0.002);
     assert_eq!(
-        rows.iter().filter(|r| r.status == 402).count(),
-        refused.len()
+        rows.iter()
+            .filter(|r| r.status == 402)
+            .map(|r| r.count)
+            .sum::<u64>(),
+        refused.len() as u64
     );
     w.gateway.stop().await;
 }

@@ -106,6 +106,7 @@ fn row(account: &str, key: &str, id: &str, ts: OffsetDateTime, model: &str) -> U
             completion_tokens: 5,
             cached_tokens: 1,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             reasoning_tokens: 0,
             estimated: false,
         },
@@ -115,6 +116,7 @@ fn row(account: &str, key: &str, id: &str, ts: OffsetDateTime, model: &str) -> U
         price_version: "v".into(),
         error_type: None,
         source_ip: Some("127.0.0.1".into()),
+        count: 1,
     }
 }
 

@@ -42,6 +42,7 @@ fn row(account: &str, id: &str, ts: OffsetDateTime) -> UsageRecord {
         price_version: "v".into(),
         error_type: None,
         source_ip: None,
+        count: 1,
     }
 }
 
@@ -79,8 +80,9 @@ async fn export_events_answer_and_the_csv_streams_in_frames() {
         records: stores.records.clone(),
         public_origin: origin_of("https://qnp.example.com"),
     });
-    let router =
-        qnp_shared::web::with_fallbacks(qnp_export::router(Arc::new(qnp_export::Export { web })));
+    let router = qnp_shared::web::with_fallbacks(qnp_export::router(Arc::new(
+        qnp_export::Export::new(web, std::time::Duration::from_secs(30)),
+    )));
     let session = Sessions::new(SECRET.as_bytes()).issue(&account, OffsetDateTime::now_utc());
 
     let mut buffered = lambda_http::Adapter::from(router.clone());

@@ -242,6 +242,45 @@ async fn stream_chunks_arrive_before_the_upstream_finishes() {
 }
 
 #[tokio::test]
+async fn a_client_that_hangs_up_is_billed_for_what_was_generated_after() {
+    let s = setup().await;
+    let key = s.gateway.create_key("quitter@example.com", "free").await;
+    let mut body = chat_body("openai/mock-chatty", "talk");
+    body["stream"] = json!(true);
+    let response = s
+        .post("/v1/chat/completions", &key, body)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = response.bytes_stream();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(2), stream.next())
+        .await
+        .expect("a chunk within 2 s");
+    assert!(first.is_some());
+    let hung_up = std::time::Instant::now();
+    drop(stream);
+    // The upstream keeps generating 40 bytes of text every 10 ms and never reports usage; the gateway
+    // reads on for its drain time (1 s here), then stops, and bills everything read: about 100 chunks
+    // of ten tokens' worth each, not the one chunk the client saw (nor the chunks' JSON framing).
+    let row = &s.gateway.usage_rows("quitter@example.com", 1).await[0];
+    assert!(
+        hung_up.elapsed() < std::time::Duration::from_secs(4),
+        "the drain is bounded"
+    );
+    assert_eq!(row.error_type.as_deref(), Some("client_disconnected"));
+    assert!(
+        row.usage.estimated,
+        "no provider count: an estimate, flagged"
+    );
+    assert!(
+        (400..=1_500).contains(&row.usage.completion_tokens),
+        "billed {} completion tokens",
+        row.usage.completion_tokens
+    );
+    assert!(row.cost_usd > 0.0);
+}
+
+#[tokio::test]
 async fn embeddings_and_models() {
     let s = setup().await;
     let key = s.gateway.create_key("erin@example.com", "free").await;
@@ -448,7 +487,7 @@ async fn bad_requests_get_clear_errors_and_are_never_forwarded() {
         "nothing invalid reached the upstream"
     );
     // Refusals after authentication are metered as failures with their error type.
-    let rows = s.gateway.usage_rows("frank@example.com", 8).await;
+    let rows = s.gateway.usage_calls("frank@example.com", 8).await;
     assert!(
         rows.iter()
             .all(|r| r.status >= 400 && r.error_type.is_some() && r.cost_usd == 0.0)
@@ -457,6 +496,57 @@ async fn bad_requests_get_clear_errors_and_are_never_forwarded() {
         rows.iter()
             .any(|r| r.status == 413 && r.error_type.as_deref() == Some("request_too_large"))
     );
+}
+
+#[tokio::test]
+async fn a_storm_of_refusals_costs_bounded_storage_and_is_still_counted() {
+    let s = setup().await;
+    qnp_tests::avoid_minute_boundary().await;
+    let key = s.gateway.create_key("storm@example.com", "tiny").await;
+    let body = chat_body("openai/gpt-4o-mini", "hi");
+    // 5 requests a minute: 300 at once are 5 answers and 295 refusals.
+    let statuses: Vec<u16> = futures_util::future::join_all(
+        (0..300).map(|_| s.post("/v1/chat/completions", &key, body.clone()).send()),
+    )
+    .await
+    .into_iter()
+    .map(|r| r.unwrap().status().as_u16())
+    .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 295);
+    // Stored: the five calls, the first refusal, and one row summing up the rest of the minute's.
+    let rows = s.gateway.usage_calls("storm@example.com", 300).await;
+    assert_eq!(rows.len(), 7, "{rows:#?}");
+    let refused: Vec<_> = rows.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(refused.len(), 2);
+    assert_eq!(refused.iter().map(|r| r.count).sum::<u64>(), 295);
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.error_type.as_deref() == Some("rate_limit_exceeded"))
+    );
+    // The dashboard's totals count every call.
+    let account = s
+        .gateway
+        .stores
+        .records
+        .account_by_email("storm@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let totals = s
+        .gateway
+        .stores
+        .records
+        .usage_totals(
+            &account.id,
+            now - time::Duration::hours(1),
+            now + time::Duration::hours(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(totals.iter().map(|t| t.requests).sum::<u64>(), 300);
 }
 
 #[tokio::test]

@@ -49,6 +49,7 @@ fn usage_row(account: &str, key: &str, request_id: &str, ts: OffsetDateTime) -> 
             completion_tokens: 20,
             cached_tokens: 3,
             cache_write_tokens: 1,
+            cache_write_1h_tokens: 1,
             reasoning_tokens: 4,
             estimated: false,
         },
@@ -58,6 +59,7 @@ fn usage_row(account: &str, key: &str, request_id: &str, ts: OffsetDateTime) -> 
         price_version: "2026-11-27".into(),
         error_type: None,
         source_ip: Some("203.0.113.7".into()),
+        count: 1,
     }
 }
 
@@ -597,6 +599,66 @@ async fn budget_counters_contract(counters: Arc<dyn CounterStore>) {
             .unwrap(),
         1
     );
+}
+
+/// The active-key cap is taken atomically: of 70 concurrent creations under a cap of 50, exactly 50
+/// succeed; a revocation frees a place; a deletion frees them all; and a refused creation stores nothing.
+async fn key_cap_contract(store: Arc<dyn RecordStore>) {
+    let account = store
+        .account_for_email(&format!("{}@example.com", qnp_tests::unique("cap")), "free")
+        .await
+        .unwrap();
+    // A key made the uncapped way (the operator's `qnp keys create`) takes a place too.
+    let operator_key = qnp_shared::keys::generate(&account.id, None, 4, OffsetDateTime::now_utc())
+        .unwrap()
+        .record;
+    store.insert_key(&operator_key).await.unwrap();
+    let keys: Vec<_> = (0..70)
+        .map(|_| {
+            qnp_shared::keys::generate(&account.id, None, 4, OffsetDateTime::now_utc())
+                .unwrap()
+                .record
+        })
+        .collect();
+    let results =
+        futures_util::future::join_all(keys.iter().map(|k| store.insert_key_within(k, 50))).await;
+    let created = results.iter().filter(|r| *r.as_ref().unwrap()).count();
+    assert_eq!(created, 49, "50 in all with the operator's key");
+    let stored = store.keys_for_account(&account.id).await.unwrap();
+    assert_eq!(stored.len(), 50, "refused creations store nothing");
+    let extra = qnp_shared::keys::generate(&account.id, None, 4, OffsetDateTime::now_utc())
+        .unwrap()
+        .record;
+    assert!(!store.insert_key_within(&extra, 50).await.unwrap());
+    assert!(
+        store
+            .revoke_key(&operator_key.key_id, OffsetDateTime::now_utc())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_key(&operator_key.key_id, OffsetDateTime::now_utc())
+            .await
+            .unwrap(),
+        "revoking twice frees one place, not two"
+    );
+    assert!(store.insert_key_within(&extra, 50).await.unwrap());
+    let another = qnp_shared::keys::generate(&account.id, None, 4, OffsetDateTime::now_utc())
+        .unwrap()
+        .record;
+    assert!(!store.insert_key_within(&another, 50).await.unwrap());
+}
+
+#[tokio::test]
+async fn embedded_store_passes_the_key_cap_contract() {
+    let (_dir, store) = embedded().await;
+    key_cap_contract(store).await;
+}
+
+#[tokio::test]
+async fn mongodb_passes_the_key_cap_contract() {
+    key_cap_contract(mongo().await).await;
 }
 
 #[tokio::test]

@@ -10,7 +10,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use qnp_shared::GatewayError;
-use qnp_shared::accounts::{Account, Identity, ProfileChange, ProfileUpdate, is_plausible_email};
+use qnp_shared::accounts::{
+    Account, Identity, ProfileChange, ProfileUpdate, is_plausible_email, normalize_email,
+};
 use qnp_shared::sessions::clear_session_cookie;
 use qnp_shared::web::{SignedIn, json_body};
 use serde::Deserialize;
@@ -84,9 +86,31 @@ async fn patch_account(auth: &Auth, me: &SignedIn, body: &[u8]) -> Result<Respon
             "'email' must be an email address",
         ));
     }
+    // Correcting the email (GDPR rectification) means choosing among addresses an identity provider
+    // verified as this person's: the account's own, or one of its sign-in identities'. An address the
+    // user merely typed is never taken, or anyone could claim someone else's address before its owner
+    // signs up and be handed their account.
+    let email = patch.email.as_deref().map(normalize_email);
+    if let Some(email) = &email
+        && *email != me.account.email
+    {
+        let identities = auth
+            .web
+            .records
+            .identities_for_account(&me.account.id)
+            .await
+            .map_err(GatewayError::internal)?;
+        if !identities.iter().any(|i| i.email.as_ref() == Some(email)) {
+            return Err(GatewayError::field(
+                "email",
+                "an address becomes your account's email only once Google or Apple has confirmed it is \
+                 yours: sign in once with an account that has it, then choose it here",
+            ));
+        }
+    }
     let change = ProfileChange {
         name: patch.name.map(|n| n.trim().to_owned()),
-        email: patch.email,
+        email,
     };
     match auth
         .web

@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use crate::Auth;
 
 /// Enough for every environment and teammate; a runaway script cannot mint keys without bound.
-const MAX_ACTIVE_KEYS: usize = 50;
+const MAX_ACTIVE_KEYS: u64 = 50;
 
 fn key_json(key: &ApiKeyRecord) -> Value {
     json!({
@@ -48,16 +48,10 @@ struct NewKey {
     name: Option<String>,
 }
 
-/// A key's name as the user typed it: trimmed, empty meaning none, at most 100 characters.
+/// A key's name as the user typed it: trimmed, empty meaning none, at most 100 characters, and no
+/// control characters (names are printed on operators' terminals by `qnp keys list`).
 fn key_name(name: Option<String>) -> Result<Option<String>, GatewayError> {
-    let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
-    if name.as_ref().is_some_and(|n| n.chars().count() > 100) {
-        return Err(GatewayError::field(
-            "name",
-            "'name' must be at most 100 characters",
-        ));
-    }
-    Ok(name)
+    qnp_shared::accounts::key_name(name).map_err(|message| GatewayError::field("name", message))
 }
 
 /// The signed-in user's key with this id. Someone else's key id is indistinguishable from a missing one
@@ -80,14 +74,18 @@ async fn create_key(auth: &Auth, me: &SignedIn, body: &[u8]) -> Result<Response,
     };
     let name = key_name(request.name)?;
     let records = &auth.web.records;
+    let at_limit = || {
+        GatewayError::Conflict(format!(
+            "an account can have {MAX_ACTIVE_KEYS} active keys; revoke one first"
+        ))
+    };
+    // A quick look spares bcrypt when the account is clearly full; the insert below decides, atomically.
     let existing = records
         .keys_for_account(&me.account.id)
         .await
         .map_err(GatewayError::internal)?;
-    if existing.iter().filter(|k| k.revoked_at.is_none()).count() >= MAX_ACTIVE_KEYS {
-        return Err(GatewayError::Conflict(format!(
-            "an account can have {MAX_ACTIVE_KEYS} active keys; revoke one first"
-        )));
+    if existing.iter().filter(|k| k.revoked_at.is_none()).count() as u64 >= MAX_ACTIVE_KEYS {
+        return Err(at_limit());
     }
     let account_id = me.account.id.clone();
     let cost = auth.bcrypt_cost;
@@ -97,10 +95,13 @@ async fn create_key(auth: &Auth, me: &SignedIn, body: &[u8]) -> Result<Response,
     .await
     .map_err(GatewayError::internal)?
     .map_err(GatewayError::internal)?;
-    records
-        .insert_key(&key.record)
+    if !records
+        .insert_key_within(&key.record, MAX_ACTIVE_KEYS)
         .await
-        .map_err(GatewayError::internal)?;
+        .map_err(GatewayError::internal)?
+    {
+        return Err(at_limit());
+    }
     let mut body = key_json(&key.record);
     body["key"] = Value::String(key.plaintext);
     body["notice"] = Value::String("Copy this key now: it is shown only once.".into());

@@ -14,7 +14,6 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -83,6 +82,10 @@ pub async fn export(
     Extension(me): Extension<SignedIn>,
 ) -> Response {
     let now = OffsetDateTime::now_utc();
+    let slot = match export.transfers.slot(&me.account.id) {
+        Ok(slot) => slot,
+        Err(err) => return err.into_response(),
+    };
     let head = match head(&export, &me, now).await {
         Ok(head) => head,
         Err(err) => return err.into_response(),
@@ -112,7 +115,7 @@ pub async fn export(
         }
         yield Ok(Bytes::from_static(b"]}"));
     };
-    let mut response = Body::from_stream(body).into_response();
+    let mut response = export.transfers.body(slot, body.boxed()).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -9,10 +9,23 @@ use axum::routing::get;
 use qnp_shared::web::{Guard, WebAuth};
 
 mod account_export;
+pub mod transfer;
 mod usage;
 
 pub struct Export {
     pub web: Arc<WebAuth>,
+    /// The exports running in this process, bounded per account and overall.
+    pub transfers: transfer::Transfers,
+}
+
+impl Export {
+    /// `stall`: how long an export's client may take no bytes before the export is abandoned.
+    pub fn new(web: Arc<WebAuth>, stall: std::time::Duration) -> Export {
+        Export {
+            web,
+            transfers: transfer::Transfers::new(stall),
+        }
+    }
 }
 
 /// The export function's routes, all behind a session (no public routes).

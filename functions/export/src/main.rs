@@ -20,7 +20,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let stores = Stores::from_config(&config).await?;
     let (web, _) = WebAuth::for_lambda(&config, stores.records.clone())?;
     let web = Arc::new(web);
-    let app = qnp_shared::web::with_fallbacks(router(Arc::new(Export { web })));
+    let app =
+        qnp_shared::web::with_fallbacks(router(Arc::new(Export::new(web, config.export_stall))));
     if std::env::var("QNP_RESPONSE_STREAMING").is_ok_and(|v| v == "true") {
         lambda_http::run_with_streaming_response(app).await
     } else {

@@ -5,15 +5,14 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use qnp_shared::GatewayError;
-use qnp_shared::usage::{csv_header, csv_rows, format_timestamp, parse_range};
-use qnp_shared::web::SignedIn;
+use qnp_shared::usage::{csv_header, csv_rows, format_timestamp, last_day_before, parse_range};
+use qnp_shared::web::{QueryParams, SignedIn};
 use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -36,7 +35,7 @@ fn range(query: &Range) -> Result<(OffsetDateTime, OffsetDateTime), GatewayError
         query.to.as_deref(),
         OffsetDateTime::now_utc(),
     )
-    .map_err(|e| GatewayError::field(e.field, e.to_string()))
+    .map_err(|e| GatewayError::field(e.field(), e.to_string()))
 }
 
 async fn totals(export: &Export, me: &SignedIn, query: &Range) -> Result<Response, GatewayError> {
@@ -81,7 +80,7 @@ async fn totals(export: &Export, me: &SignedIn, query: &Range) -> Result<Respons
 pub async fn summary(
     State(export): State<Arc<Export>>,
     Extension(me): Extension<SignedIn>,
-    Query(query): Query<Range>,
+    QueryParams(query): QueryParams<Range>,
 ) -> Response {
     totals(&export, &me, &query)
         .await
@@ -100,7 +99,7 @@ pub struct Recent {
 pub async fn recent(
     State(export): State<Arc<Export>>,
     Extension(me): Extension<SignedIn>,
-    Query(query): Query<Recent>,
+    QueryParams(query): QueryParams<Recent>,
 ) -> Response {
     let limit = query.limit.unwrap_or(50);
     if !(1..=MAX_RECENT).contains(&limit) {
@@ -120,10 +119,14 @@ fn day(ts: OffsetDateTime) -> String {
 pub async fn csv(
     State(export): State<Arc<Export>>,
     Extension(me): Extension<SignedIn>,
-    Query(query): Query<Range>,
+    QueryParams(query): QueryParams<Range>,
 ) -> Response {
     let (from, to) = match range(&query) {
         Ok(range) => range,
+        Err(err) => return err.into_response(),
+    };
+    let slot = match export.transfers.slot(&me.account.id) {
+        Ok(slot) => slot,
         Err(err) => return err.into_response(),
     };
     let mut rows = export
@@ -150,7 +153,7 @@ pub async fn csv(
             yield Ok(Bytes::from(csv_rows(&batch)));
         }
     };
-    let mut response = Body::from_stream(body).into_response();
+    let mut response = export.transfers.body(slot, body.boxed()).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -160,7 +163,7 @@ pub async fn csv(
         "attachment; filename=\"qnp-usage-{}-{}.csv\"",
         day(from),
         // `to` is exclusive: name the last day the file holds.
-        day(to - time::Duration::nanoseconds(1))
+        last_day_before(to)
     );
     if let Ok(value) = HeaderValue::from_str(&filename) {
         headers.insert(header::CONTENT_DISPOSITION, value);

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use qnp_shared::GatewayError;
 use qnp_shared::budget::{Reservation, WorstCase};
 use qnp_shared::catalog::Model;
+use qnp_shared::cost_bound::CostBound;
 use qnp_shared::error::Dialect;
 use qnp_shared::keys::AuthorizedKey;
 use qnp_shared::limits::RateLimitState;
@@ -101,7 +102,9 @@ impl Call {
         };
         let presented =
             presented_key(&request.headers).ok_or_else(|| refuse(GatewayError::MissingKey))?;
-        let key = proxy.keys.verify(presented).await.map_err(refuse)?;
+        let source = source_ip(request);
+        let peer = source.as_deref().and_then(|ip| ip.parse().ok());
+        let key = proxy.keys.verify(presented, peer).await.map_err(refuse)?;
         let mut call = Call {
             proxy: proxy.clone(),
             key,
@@ -110,7 +113,7 @@ impl Call {
             started,
             timestamp: OffsetDateTime::now_utc(),
             endpoint,
-            source_ip: source_ip(request),
+            source_ip: source,
             model: None,
             streamed: false,
             dialect,
@@ -158,39 +161,26 @@ impl Call {
     }
 
     /// Reserves the call's worst case against the plan's tokens-per-minute limit and monthly spend cap,
-    /// before anything goes upstream: the prompt (estimated from the body's size) plus `max_tokens` (or
-    /// the model's own output limit), priced at the dearest model that may serve it.
+    /// before anything goes upstream: for the token limit, the prompt's estimate plus everything the call
+    /// may generate; for the spend cap, the bound of `cost_bound` (the prompt at one token per byte,
+    /// every choice at its output limit), priced at the dearest model that may serve it.
     pub async fn reserve(
         &mut self,
         candidates: &[Arc<Model>],
-        max_tokens: Option<u64>,
+        bound: &CostBound,
     ) -> Result<(), GatewayError> {
         let plan = self.plan();
         if plan.tokens_per_minute.is_none() && plan.monthly_spend_cap_usd.is_none() {
             return Ok(());
         }
-        let prompt = TokenUsage::estimate(self.request_bytes, 0).prompt_tokens;
         let mut worst = WorstCase {
             tokens: 0,
             cost_usd: 0.0,
-            max_tokens_given: max_tokens.is_some(),
+            max_tokens_given: bound.max_output.is_some(),
         };
         for model in candidates {
-            let completion = match model.kind {
-                qnp_shared::catalog::ModelKind::Embedding => 0,
-                qnp_shared::catalog::ModelKind::Chat => max_tokens.unwrap_or_else(|| {
-                    model
-                        .max_output_tokens
-                        .unwrap_or(model.context_length.saturating_sub(prompt))
-                }),
-            };
-            let usage = TokenUsage {
-                prompt_tokens: prompt,
-                completion_tokens: completion,
-                ..TokenUsage::default()
-            };
-            worst.tokens = worst.tokens.max(prompt + completion);
-            worst.cost_usd = worst.cost_usd.max(model.cost_usd(&usage));
+            worst.tokens = worst.tokens.max(bound.admission_tokens(model));
+            worst.cost_usd = worst.cost_usd.max(bound.for_model(model).cost_usd);
         }
         self.reservation = self
             .proxy
@@ -231,6 +221,7 @@ impl Call {
         ttft_ms: Option<u64>,
         error: Option<&str>,
     ) -> UsageRecord {
+        let usage = usage.bounded();
         let (provider, model, cost) = match &self.model {
             Some(m) => (
                 m.provider.as_str().to_owned(),
@@ -256,6 +247,7 @@ impl Call {
             price_version: self.proxy.catalog.version().to_owned(),
             error_type: error.map(str::to_owned),
             source_ip: self.source_ip.clone(),
+            count: 1,
         }
     }
 
@@ -268,24 +260,9 @@ impl Call {
         error: Option<&str>,
     ) {
         let row = self.row(status, usage, ttft_ms, error);
-        tracing::info!(
-            request_id = %row.request_id,
-            account_id = %row.account_id,
-            api_key_id = %row.api_key_id,
-            endpoint = row.endpoint,
-            model = %row.model,
-            streamed = row.streamed,
-            status = row.status,
-            prompt_tokens = row.usage.prompt_tokens,
-            completion_tokens = row.usage.completion_tokens,
-            latency_ms = row.latency_ms,
-            ttft_ms = row.ttft_ms,
-            cost_usd = row.cost_usd,
-            error_type = row.error_type.as_deref(),
-            "call"
-        );
+        log_call(&row);
         if !self.reservation.is_empty() {
-            let tokens = row.usage.prompt_tokens + row.usage.completion_tokens;
+            let tokens = row.usage.total();
             let (budget, reservation, cost) = (
                 self.proxy.budget.clone(),
                 self.reservation.clone(),
@@ -301,15 +278,21 @@ impl Call {
         self.proxy.usage.record(row).await;
     }
 
-    /// Records a refused or failed call and renders its error response.
+    /// Records a refused or failed call and renders its error response. A refusal decided before
+    /// anything went upstream is summed up with its key's others of the minute (bounded storage, and a
+    /// log line for the first only); a failure at the upstream gets a row of its own.
     pub async fn fail(self, err: GatewayError) -> Response {
-        self.finish(
-            err.status().as_u16(),
-            TokenUsage::default(),
-            None,
-            Some(err.kind()),
-        )
-        .await;
+        let (status, kind) = (err.status().as_u16(), err.kind());
+        if err.is_refusal() && self.reservation.is_empty() {
+            let row = self.row(status, TokenUsage::default(), None, Some(kind));
+            let shown = row.clone();
+            if self.proxy.usage.record_refusal(row).await {
+                log_call(&shown);
+            }
+        } else {
+            self.finish(status, TokenUsage::default(), None, Some(kind))
+                .await;
+        }
         let mut response = err.into_response_as(self.dialect);
         decorate(&mut response, &self.request_id, self.rate.as_ref());
         response
@@ -340,6 +323,26 @@ impl Call {
         decorate(&mut response, &self.request_id, self.rate.as_ref());
         response
     }
+}
+
+/// The call's one log line: metadata only, the same fields as its usage row.
+fn log_call(row: &UsageRecord) {
+    tracing::info!(
+        request_id = %row.request_id,
+        account_id = %row.account_id,
+        api_key_id = %row.api_key_id,
+        endpoint = row.endpoint,
+        model = %row.model,
+        streamed = row.streamed,
+        status = row.status,
+        prompt_tokens = row.usage.prompt_tokens,
+        completion_tokens = row.usage.completion_tokens,
+        latency_ms = row.latency_ms,
+        ttft_ms = row.ttft_ms,
+        cost_usd = row.cost_usd,
+        error_type = row.error_type.as_deref(),
+        "call"
+    );
 }
 
 /// The shared start of every route that takes a body: authenticate and admit, then read the body
@@ -376,6 +379,9 @@ async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Gat
         while let Some(err) = source {
             if err.is::<http_body_util::LengthLimitError>() {
                 return GatewayError::BodyTooLarge { limit_bytes: limit };
+            }
+            if err.is::<qnp_shared::error::BodyTimedOut>() {
+                return GatewayError::RequestTimeout;
             }
             source = err.source();
         }

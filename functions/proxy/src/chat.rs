@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use qnp_shared::GatewayError;
 use qnp_shared::catalog::ModelKind;
+use qnp_shared::cost_bound::CostBound;
 use qnp_shared::error::Dialect;
 use qnp_shared::providers::{Reply, RequestBody, StreamItem};
 use qnp_shared::usage::TokenUsage;
@@ -27,7 +28,10 @@ struct StreamOptions {
 }
 
 /// Validates the fields the gateway itself relies on; the upstream validates the rest.
-fn validate(body: &RequestBody) -> Result<(String, bool, bool, Option<u64>), GatewayError> {
+fn validate(
+    body: &RequestBody,
+    body_bytes: usize,
+) -> Result<(String, bool, bool, CostBound), GatewayError> {
     let model: String = body
         .get("model", "a string naming a model as provider/model")?
         .ok_or_else(|| {
@@ -48,14 +52,8 @@ fn validate(body: &RequestBody) -> Result<(String, bool, bool, Option<u64>), Gat
         .get::<StreamOptions>("stream_options", "an object")?
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
-    // OpenAI's newer name wins when a client sends both.
-    let mut max_tokens = None;
-    for field in ["max_tokens", "max_completion_tokens"] {
-        if let Some(value) = body.get::<u64>(field, "a non-negative integer")? {
-            max_tokens = Some(value);
-        }
-    }
-    Ok((model, stream, include_usage, max_tokens))
+    let bound = CostBound::chat_completions(body, body_bytes)?;
+    Ok((model, stream, include_usage, bound))
 }
 
 pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
@@ -63,8 +61,9 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
         Ok(started) => started,
         Err(response) => return response,
     };
-    let parsed = RequestBody::parse(&body).and_then(|body| validate(&body).map(|v| (body, v)));
-    let (body, (model_id, stream, include_usage, max_tokens)) = match parsed {
+    let parsed = RequestBody::parse(&body)
+        .and_then(|parsed| validate(&parsed, body.len()).map(|v| (parsed, v)));
+    let (body, (model_id, stream, include_usage, bound)) = match parsed {
         Ok(parsed) => parsed,
         Err(err) => return call.fail(err).await,
     };
@@ -90,7 +89,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
         Ok(list) => list,
         Err(err) => return call.fail(err).await,
     };
-    if let Err(err) = call.reserve(&candidates, max_tokens).await {
+    if let Err(err) = call.reserve(&candidates, &bound).await {
         return call.fail(err).await;
     }
     match routing::first_answer(
@@ -133,15 +132,18 @@ struct StreamMeter {
     /// The protocol's last event is being handed to the client: a hang-up from here on is not a
     /// disconnect mid-stream.
     complete: bool,
-    /// Bytes forwarded, for an estimate when the provider reports no usage.
-    bytes_out: usize,
+    /// Generated output read from the upstream so far (forwarded, or drained after a hang-up), for an
+    /// estimate when the provider reports no usage.
+    output_bytes: usize,
+    /// Events read from the upstream.
+    events_read: usize,
 }
 
 impl StreamMeter {
     fn usage(&self) -> TokenUsage {
         match (self.usage, &self.call) {
             (Some(usage), _) => usage,
-            (None, Some(call)) if self.bytes_out > 0 => call.estimate(self.bytes_out),
+            (None, Some(call)) if self.events_read > 0 => call.estimate(self.output_bytes),
             _ => TokenUsage::default(),
         }
     }
@@ -159,30 +161,58 @@ impl StreamMeter {
     }
 }
 
-/// Reads what is left of a stream nobody is listening to, for its usage.
-async fn drain(mut events: Events, limit: std::time::Duration) -> Option<TokenUsage> {
-    let mut usage = None;
+/// The most a drain reads after a hang-up before it stops (and the upstream connection is dropped, which
+/// makes providers stop generating): bounds the time and memory a vanished client can cost.
+const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
+
+/// What a drain read from a stream nobody is listening to.
+#[derive(Default)]
+struct Drained {
+    usage: Option<TokenUsage>,
+    output_bytes: usize,
+    events: usize,
+}
+
+/// Reads what is left of a stream nobody is listening to, until the provider's usage arrives, the stream
+/// ends, or the drain's time or byte bound is reached, so that what was generated is billed: by the
+/// provider's count when it comes, else by an estimate from everything read.
+async fn drain(mut events: Events, limit: std::time::Duration) -> Drained {
+    let mut drained = Drained::default();
+    let mut read = 0usize;
     let _ = tokio::time::timeout(limit, async {
         while let Some(item) = events.next().await {
             match item {
-                StreamItem::Event { usage: Some(u), .. } => usage = Some(u),
-                StreamItem::Event { last: true, .. } | StreamItem::Failed(_) => break,
-                StreamItem::Event { .. } => {}
+                StreamItem::Event {
+                    bytes, usage, last, ..
+                } => {
+                    drained.events += 1;
+                    read = read.saturating_add(bytes.len());
+                    drained.output_bytes = drained
+                        .output_bytes
+                        .saturating_add(qnp_shared::providers::sse::output_bytes(&bytes));
+                    if usage.is_some() {
+                        drained.usage = usage;
+                    }
+                    if last || read > MAX_DRAIN_BYTES {
+                        break;
+                    }
+                }
+                StreamItem::Failed(_) => break,
             }
         }
     })
     .await;
-    usage
+    drained
 }
 
 impl Drop for StreamMeter {
     fn drop(&mut self) {
         // Still holding the call: the response body was dropped before `finish`.
-        let fallback = self.usage();
         let Some(call) = self.call.take() else {
             return;
         };
         let mut usage = self.usage;
+        let (output_bytes, events_seen) = (self.output_bytes, self.events_read);
         let ttft = self.ttft_ms;
         let error = match (self.complete, self.error.take()) {
             (_, Some(error)) => Some(error),
@@ -196,13 +226,19 @@ impl Drop for StreamMeter {
         };
         let limit = call.proxy.disconnect_drain;
         tokio::spawn(async move {
-            if let Some(events) = events
-                && let Some(drained) = drain(events, limit).await
-            {
-                usage = Some(drained);
-            }
-            call.finish(200, usage.unwrap_or(fallback), ttft, error.as_deref())
-                .await;
+            let drained = match events {
+                Some(events) => drain(events, limit).await,
+                None => Drained::default(),
+            };
+            usage = usage.or(drained.usage);
+            let billed = match usage {
+                Some(usage) => usage,
+                None if events_seen + drained.events > 0 => {
+                    call.estimate(output_bytes.saturating_add(drained.output_bytes))
+                }
+                None => TokenUsage::default(),
+            };
+            call.finish(200, billed, ttft, error.as_deref()).await;
         });
     }
 }
@@ -236,7 +272,8 @@ pub fn stream_response(call: Call, events: Events, include_usage: bool) -> Respo
         ttft_ms: None,
         error: None,
         complete: false,
-        bytes_out: 0,
+        output_bytes: 0,
+        events_read: 0,
     };
     let body = async_stream::stream! {
         while let Some(item) = meter.next().await {
@@ -248,11 +285,14 @@ pub fn stream_response(call: Call, events: Events, include_usage: bool) -> Respo
                     if usage.is_some() {
                         meter.usage = usage;
                     }
+                    meter.events_read += 1;
+                    meter.output_bytes = meter
+                        .output_bytes
+                        .saturating_add(qnp_shared::providers::sse::output_bytes(&bytes));
                     if usage_only && !include_usage {
                         continue;
                     }
                     meter.complete = last;
-                    meter.bytes_out += bytes.len();
                     yield Ok::<Bytes, std::convert::Infallible>(bytes);
                     if last {
                         break;

@@ -6,6 +6,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use qnp_shared::GatewayError;
 use qnp_shared::catalog::ModelKind;
+use qnp_shared::cost_bound::CostBound;
 use qnp_shared::error::Dialect;
 use qnp_shared::providers::{Reply, RequestBody};
 
@@ -38,6 +39,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
         Ok(started) => started,
         Err(response) => return response,
     };
+    let bound = CostBound::embeddings(body.len());
     let (body, model_id) =
         match RequestBody::parse(&body).and_then(|b| validate(&b).map(|m| (b, m))) {
             Ok(parsed) => parsed,
@@ -58,7 +60,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
         Ok(provider) => provider.clone(),
         Err(err) => return call.fail(err).await,
     };
-    if let Err(err) = call.reserve(std::slice::from_ref(&model), None).await {
+    if let Err(err) = call.reserve(std::slice::from_ref(&model), &bound).await {
         return call.fail(err).await;
     }
     match provider.embeddings(&model, body).await {

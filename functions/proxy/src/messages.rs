@@ -10,6 +10,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use qnp_shared::GatewayError;
 use qnp_shared::catalog::ModelKind;
+use qnp_shared::cost_bound::CostBound;
 use qnp_shared::error::Dialect;
 use qnp_shared::providers::{Reply, RequestBody};
 
@@ -19,7 +20,10 @@ use crate::{Proxy, routing};
 
 const ENDPOINT: &str = "/v1/messages";
 
-fn validate(body: &RequestBody) -> Result<(String, bool, u64), GatewayError> {
+fn validate(
+    body: &RequestBody,
+    body_bytes: usize,
+) -> Result<(String, bool, CostBound), GatewayError> {
     let model: String = body
         .get("model", "a string naming a model as provider/model")?
         .ok_or_else(|| {
@@ -38,11 +42,15 @@ fn validate(body: &RequestBody) -> Result<(String, bool, u64), GatewayError> {
         }
         None => return Err(GatewayError::field("messages", "messages: Field required")),
     }
-    let max_tokens = body
-        .get::<u64>("max_tokens", "an integer")?
-        .ok_or_else(|| GatewayError::field("max_tokens", "max_tokens: Field required"))?;
+    let bound = CostBound::messages(body, body_bytes)?;
+    if bound.max_output.is_none() {
+        return Err(GatewayError::field(
+            "max_tokens",
+            "max_tokens: Field required",
+        ));
+    }
     let stream = body.get::<bool>("stream", "a boolean")?.unwrap_or(false);
-    Ok((model, stream, max_tokens))
+    Ok((model, stream, bound))
 }
 
 pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
@@ -51,8 +59,8 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
             Ok(started) => started,
             Err(response) => return response,
         };
-    let (body, (model_id, stream, max_tokens)) =
-        match RequestBody::parse(&body).and_then(|b| validate(&b).map(|v| (b, v))) {
+    let (body, (model_id, stream, bound)) =
+        match RequestBody::parse(&body).and_then(|b| validate(&b, body.len()).map(|v| (b, v))) {
             Ok(parsed) => parsed,
             Err(err) => return call.fail(err).await,
         };
@@ -68,7 +76,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
         Ok(list) => list,
         Err(err) => return call.fail(err).await,
     };
-    if let Err(err) = call.reserve(&candidates, Some(max_tokens)).await {
+    if let Err(err) = call.reserve(&candidates, &bound).await {
         return call.fail(err).await;
     }
     match routing::first_answer(&proxy, &candidates, &body, stream, routing::Api::Messages).await {

@@ -23,11 +23,12 @@ const BASE_BACKOFF: Duration = Duration::from_millis(100);
 /// Failures a retry or another provider may fix. Client errors (4xx other than 429) and timeouts (which
 /// already spent their time) are returned as they are.
 pub fn retriable(err: &GatewayError) -> bool {
-    match err {
-        GatewayError::UpstreamFailed | GatewayError::UpstreamOverloaded => true,
-        GatewayError::UpstreamRejected { status, .. } => status.as_u16() == 429,
-        _ => false,
-    }
+    matches!(
+        err,
+        GatewayError::UpstreamFailed
+            | GatewayError::UpstreamOverloaded
+            | GatewayError::UpstreamRateLimited { .. }
+    )
 }
 
 /// The models to try, in order: the requested one first.

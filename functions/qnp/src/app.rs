@@ -76,7 +76,7 @@ pub fn build(
     let mut auth = qnp_auth::Auth::new(config, web.clone(), public_url, http);
     auth.key_cache = Some(proxy.keys.clone());
     let auth = Arc::new(auth);
-    let export = Arc::new(qnp_export::Export { web: web.clone() });
+    let export = Arc::new(qnp_export::Export::new(web.clone(), config.export_stall));
     let mut payments = qnp_stripe_webhook::Payments::new(config, stores, web, plans, public_url)?;
     payments.webhooks.key_cache = Some(proxy.keys.clone());
     let payments = Arc::new(payments);

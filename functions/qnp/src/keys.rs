@@ -1,7 +1,7 @@
 //! `qnp keys create | list | revoke`.
 
 use clap::Subcommand;
-use qnp_shared::accounts::is_plausible_email;
+use qnp_shared::accounts::{is_plausible_email, key_name, printable};
 use qnp_shared::plans::DEFAULT_PLAN;
 use time::OffsetDateTime;
 
@@ -35,8 +35,10 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Create { email, name, plan } => {
             anyhow::ensure!(
                 is_plausible_email(&email),
-                "'{email}' is not an email address"
+                "'{}' is not an email address",
+                printable(&email)
             );
+            let name = key_name(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
             if let Some(plan) = &plan {
                 anyhow::ensure!(
                     ctx.plans.get(plan).is_some(),
@@ -81,7 +83,10 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
                     "{}\t{}\t{}\t{}\t{}\t{}",
                     key.key_id,
                     key.prefix(),
-                    key.name.as_deref().unwrap_or("-"),
+                    key.name
+                        .as_deref()
+                        .map(printable)
+                        .unwrap_or_else(|| "-".into()),
                     fmt(Some(key.created_at)),
                     fmt(key.last_used_at),
                     if key.revoked_at.is_some() {

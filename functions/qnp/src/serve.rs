@@ -20,13 +20,6 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let local = listener.local_addr()?;
-    // Streams are written event by event; without TCP_NODELAY, Nagle's algorithm holds a small write back
-    // until the client's delayed ACK (~40 ms) arrives.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
     let public_url = ctx
         .config
         .public_url
@@ -75,12 +68,7 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     );
     // Scripts and tests wait for this exact line; it carries no fields so the address ends it.
     tracing::info!("qnp listening on http://{local}");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    qnp::listener::serve(listener, app, ctx.config.server, shutdown_signal()).await;
     writer.shutdown(usage).await;
     tracing::info!("usage log flushed; bye");
     Ok(())

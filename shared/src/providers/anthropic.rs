@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use super::openai_format::{now_unix, sse_event, stream_end, usage_json};
 use super::sse::{self, UpstreamEvents};
 use super::{
-    ChatRequest, Provider, Reply, RequestBody, StreamItem, Timeouts, bad, data_url, upstream_error,
+    ChatRequest, Provider, Reply, RequestBody, StreamItem, Timeouts, bad, data_url, error_from,
 };
 use crate::catalog::Model;
 use crate::error::GatewayError;
@@ -346,8 +346,15 @@ struct AnthropicUsage {
     output_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
+    /// Cache writes by lifetime; the 1-hour ones are priced higher.
+    cache_creation: Option<CacheCreation>,
     /// Extended-thinking tokens, a part of `output_tokens`, when the API reports them.
     output_tokens_details: Option<OutputDetails>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+struct CacheCreation {
+    ephemeral_1h_input_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -367,16 +374,26 @@ impl AnthropicUsage {
             .cache_read_input_tokens
             .or(self.cache_read_input_tokens);
         self.output_tokens_details = later.output_tokens_details.or(self.output_tokens_details);
+        self.cache_creation = later.cache_creation.or(self.cache_creation);
     }
 
     fn tokens(&self) -> TokenUsage {
         let read = self.cache_read_input_tokens.unwrap_or(0);
         let written = self.cache_creation_input_tokens.unwrap_or(0);
         TokenUsage {
-            prompt_tokens: self.input_tokens.unwrap_or(0) + read + written,
+            prompt_tokens: self
+                .input_tokens
+                .unwrap_or(0)
+                .saturating_add(read)
+                .saturating_add(written),
             completion_tokens: self.output_tokens.unwrap_or(0),
             cached_tokens: read,
             cache_write_tokens: written,
+            cache_write_1h_tokens: self
+                .cache_creation
+                .and_then(|c| c.ephemeral_1h_input_tokens)
+                .unwrap_or(0)
+                .min(written),
             reasoning_tokens: self
                 .output_tokens_details
                 .and_then(|d| d.thinking_tokens)
@@ -675,10 +692,8 @@ impl Anthropic {
             }
             Ok(Ok(response)) => response,
         };
-        let status = response.status().as_u16();
-        if status >= 400 {
-            let body = response.bytes().await.unwrap_or_default();
-            return Err(upstream_error("anthropic", status, &body));
+        if response.status().as_u16() >= 400 {
+            return Err(error_from("anthropic", response, self.timeouts.first_byte).await);
         }
         Ok(response)
     }
@@ -871,6 +886,7 @@ mod tests {
                 completion_tokens: 120,
                 cached_tokens: 2048,
                 cache_write_tokens: 10,
+                cache_write_1h_tokens: 0,
                 reasoning_tokens: 60,
                 estimated: false
             }
@@ -987,6 +1003,7 @@ mod tests {
                 completion_tokens: 89,
                 cached_tokens: 100,
                 cache_write_tokens: 0,
+                cache_write_1h_tokens: 0,
                 reasoning_tokens: 0,
                 estimated: false
             }

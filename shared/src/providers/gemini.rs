@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use super::openai_format::{now_unix, sse_event, stream_end, usage_json};
 use super::sse::{self, UpstreamEvents};
 use super::{
-    ChatRequest, Provider, Reply, RequestBody, StreamItem, Timeouts, bad, data_url, upstream_error,
+    ChatRequest, Provider, Reply, RequestBody, StreamItem, Timeouts, bad, data_url, error_from,
 };
 use crate::catalog::Model;
 use crate::error::GatewayError;
@@ -503,19 +503,19 @@ impl UsageMetadata {
         let thoughts = self.thoughts_token_count.unwrap_or(0);
         // Documented: candidates exclude thoughts and the total is the sum of all four. Some responses
         // have been seen to count thoughts inside candidates already; their total gives that away.
+        let prompt_total = prompt.saturating_add(tool_prompt);
         let inclusive =
-            thoughts > 0 && self.total_token_count == Some(prompt + tool_prompt + candidates);
+            thoughts > 0 && self.total_token_count == Some(prompt_total.saturating_add(candidates));
         TokenUsage {
-            prompt_tokens: prompt + tool_prompt,
+            prompt_tokens: prompt_total,
             completion_tokens: if inclusive {
                 candidates
             } else {
-                candidates + thoughts
+                candidates.saturating_add(thoughts)
             },
             cached_tokens: self.cached_content_token_count.unwrap_or(0),
-            cache_write_tokens: 0,
             reasoning_tokens: thoughts,
-            estimated: false,
+            ..TokenUsage::default()
         }
     }
 }
@@ -848,14 +848,8 @@ impl Gemini {
             }
             Ok(Ok(response)) => response,
         };
-        let status = response.status().as_u16();
-        if status >= 400 {
-            let body = tokio::time::timeout(self.timeouts.first_byte, response.bytes())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-            return Err(upstream_error("google", status, &body));
+        if response.status().as_u16() >= 400 {
+            return Err(error_from("google", response, self.timeouts.first_byte).await);
         }
         Ok(response)
     }
@@ -1173,6 +1167,7 @@ mod tests {
                 completion_tokens: 380,
                 cached_tokens: 1024,
                 cache_write_tokens: 0,
+                cache_write_1h_tokens: 0,
                 reasoning_tokens: 300,
                 estimated: false
             }
@@ -1295,6 +1290,7 @@ mod tests {
                 completion_tokens: 35,
                 cached_tokens: 4,
                 cache_write_tokens: 0,
+                cache_write_1h_tokens: 0,
                 reasoning_tokens: 15,
                 estimated: false
             }

@@ -456,7 +456,9 @@ fn stop_reason(finish_reason: Option<&str>, has_tool_calls: bool) -> &'static st
 /// The gateway's usage as Anthropic's usage object (input tokens exclude cache reads and writes).
 fn anthropic_usage(u: &TokenUsage) -> Value {
     json!({
-        "input_tokens": u.prompt_tokens.saturating_sub(u.cached_tokens + u.cache_write_tokens),
+        "input_tokens": u
+            .prompt_tokens
+            .saturating_sub(u.cached_tokens.saturating_add(u.cache_write_tokens)),
         "cache_creation_input_tokens": u.cache_write_tokens,
         "cache_read_input_tokens": u.cached_tokens,
         "output_tokens": u.completion_tokens,
@@ -966,6 +968,7 @@ mod tests {
                 completion_tokens: 45,
                 cached_tokens: 100,
                 cache_write_tokens: 0,
+                cache_write_1h_tokens: 0,
                 reasoning_tokens: 5,
                 estimated: false
             }
@@ -1115,6 +1118,7 @@ mod tests {
                     completion_tokens: 12,
                     cached_tokens: 8,
                     cache_write_tokens: 0,
+                    cache_write_1h_tokens: 0,
                     reasoning_tokens: 0,
                     estimated: false
                 }

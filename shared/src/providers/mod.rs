@@ -242,30 +242,91 @@ pub(crate) fn data_url(url: &str) -> Option<(&str, &str)> {
     Some((media_type, data))
 }
 
+/// The `type` values an upstream's 4xx may carry to the client and into usage rows: the providers'
+/// documented vocabulary. Anything else is reported as `invalid_request_error`, so an upstream (or
+/// whoever runs an OpenAI-compatible server) cannot put its own words into a CSV cell or a client's
+/// error handling.
+const UPSTREAM_ERROR_TYPES: [&str; 9] = [
+    "invalid_request_error",
+    "not_found_error",
+    "request_too_large",
+    "conflict",
+    "unprocessable_entity",
+    "authentication_error",
+    "permission_error",
+    "model_not_found",
+    "context_length_exceeded",
+];
+
+/// An upstream's error answer as the client may see it, read with the first-byte time limit; a slow or
+/// endless error body is not waited for.
+pub async fn error_from(
+    provider: &str,
+    response: reqwest::Response,
+    limit: Duration,
+) -> GatewayError {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let body = tokio::time::timeout(limit, response.bytes())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let err = upstream_error(provider, status, &body);
+    match err {
+        GatewayError::UpstreamRateLimited { .. } => GatewayError::UpstreamRateLimited {
+            retry_after_secs: retry_after.map(|s| s.clamp(1, 3600)),
+        },
+        other => other,
+    }
+}
+
 pub fn upstream_error(provider: &str, status: u16, body: &[u8]) -> GatewayError {
     let detail = serde_json::from_slice::<UpstreamErrorBody>(body).ok();
     match status {
-        400 | 404 | 409 | 413 | 422 | 429 => {
+        // A 429 is about the operator's account at the provider (its rate limits, its credit), and its
+        // message names the organisation and its limits: the client gets the status and when to retry.
+        429 => {
+            tracing::warn!(
+                provider,
+                "the upstream is rate limiting the gateway's credential"
+            );
+            GatewayError::UpstreamRateLimited {
+                retry_after_secs: None,
+            }
+        }
+        400 | 404 | 409 | 413 | 422 => {
             let message = detail
                 .as_ref()
                 .and_then(|d| d.error.message.clone())
                 .unwrap_or_else(|| {
                     format!("the upstream provider rejected the request ({status})")
                 });
-            let mut message: String = message.chars().take(1000).collect();
-            if status == 429 {
-                message = format!("the upstream provider is rate limiting: {message}");
-            }
+            let message: String = message.chars().take(1000).collect();
+            let kind = detail
+                .as_ref()
+                .and_then(|d| d.error.kind.as_deref())
+                .and_then(|k| UPSTREAM_ERROR_TYPES.iter().find(|t| **t == k))
+                .unwrap_or(&"invalid_request_error");
             GatewayError::UpstreamRejected {
                 status: axum::http::StatusCode::from_u16(status)
                     .unwrap_or(axum::http::StatusCode::BAD_REQUEST),
                 message,
-                kind: detail
-                    .as_ref()
-                    .and_then(|d| d.error.kind.clone())
-                    .unwrap_or_else(|| "invalid_request_error".into()),
+                kind: (*kind).to_owned(),
                 code: detail.and_then(|d| match d.error.code {
-                    Some(serde_json::Value::String(s)) => Some(s),
+                    // Codes are identifiers (`invalid_value`, `context_length_exceeded`): anything
+                    // else is dropped.
+                    Some(serde_json::Value::String(s))
+                        if s.len() <= 64
+                            && s.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') =>
+                    {
+                        Some(s)
+                    }
                     _ => None,
                 }),
             }
@@ -353,5 +414,33 @@ mod tests {
             upstream_error("google", 503, b"{}"),
             GatewayError::UpstreamOverloaded
         ));
+    }
+
+    #[test]
+    fn an_upstream_429_reaches_the_client_without_the_providers_words() {
+        let body = br#"{"error":{"message":"Rate limit reached for gpt-4o-mini in organization org-SECRET on tokens per min (TPM): Limit 200000","type":"tokens","code":"rate_limit_exceeded"}}"#;
+        let err = upstream_error("openai", 429, body);
+        assert_eq!(err.status(), 429);
+        let text = String::from_utf8(err.openai_body()).unwrap();
+        assert!(
+            !text.contains("org-SECRET") && !text.contains("200000"),
+            "{text}"
+        );
+        assert_eq!(err.kind(), "upstream_rate_limited");
+    }
+
+    #[test]
+    fn upstream_error_types_stay_in_the_gateways_vocabulary() {
+        let body =
+            br#"{"error":{"message":"bad","type":"=HYPERLINK(\"http://evil\")","code":"=1+1"}}"#;
+        let err = upstream_error("openai", 400, body);
+        assert_eq!(err.kind(), "invalid_request_error");
+        assert_eq!(err.code(), None);
+        let err = upstream_error(
+            "openai",
+            400,
+            br#"{"error":{"message":"m","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
+        );
+        assert_eq!(err.code(), Some("context_length_exceeded"));
     }
 }

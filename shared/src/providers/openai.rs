@@ -13,8 +13,7 @@ use serde::de::IgnoredAny;
 
 use super::sse::{self, UpstreamEvents};
 use super::{
-    ChatRequest, Provider, Reply, RequestBody, StreamItem, Timeouts, messages_bridge,
-    upstream_error,
+    ChatRequest, Provider, Reply, RequestBody, StreamItem, Timeouts, error_from, messages_bridge,
 };
 use crate::catalog::Model;
 use crate::error::GatewayError;
@@ -63,6 +62,7 @@ impl From<OpenAiUsage> for TokenUsage {
                 .and_then(|d| d.cached_tokens)
                 .unwrap_or(0),
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             reasoning_tokens: u
                 .completion_tokens_details
                 .and_then(|d| d.reasoning_tokens)
@@ -124,12 +124,8 @@ impl OpenAi {
             }
             Ok(Ok(response)) => response,
         };
-        let status = response.status().as_u16();
-        if status >= 400 {
-            let body = read_body(response, self.timeouts.first_byte)
-                .await
-                .unwrap_or_default();
-            return Err(upstream_error("openai", status, &body));
+        if response.status().as_u16() >= 400 {
+            return Err(error_from("openai", response, self.timeouts.first_byte).await);
         }
         Ok(response)
     }
@@ -299,6 +295,7 @@ mod tests {
                 completion_tokens: 3,
                 cached_tokens: 4,
                 cache_write_tokens: 0,
+                cache_write_1h_tokens: 0,
                 reasoning_tokens: 2,
                 estimated: false
             }

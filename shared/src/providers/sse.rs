@@ -13,6 +13,50 @@ use futures_util::{FutureExt, StreamExt};
 
 use crate::error::GatewayError;
 
+/// JSON keys whose string values are generated output in the event formats QNP streams: OpenAI chunks
+/// (`content`, `refusal`, `reasoning_content`, tool-call `arguments`) and Anthropic deltas (`text`,
+/// `partial_json`, `thinking`).
+const OUTPUT_KEYS: [&[u8]; 7] = [
+    b"\"content\":\"",
+    b"\"arguments\":\"",
+    b"\"text\":\"",
+    b"\"partial_json\":\"",
+    b"\"thinking\":\"",
+    b"\"reasoning_content\":\"",
+    b"\"refusal\":\"",
+];
+
+/// About how many bytes of generated output an event carries: the lengths of its output strings, as
+/// written (escapes count as written, so this leans high). What a usage estimate is made from when a
+/// provider reports no usage, instead of the event's size, whose JSON framing would bill a one-token
+/// chunk as fifty. A scan for a few keys, not a parse: it runs on events as they pass.
+pub fn output_bytes(event: &[u8]) -> usize {
+    let mut total = 0;
+    for key in OUTPUT_KEYS {
+        let mut from = 0;
+        while let Some(at) = memchr::memmem::find(&event[from..], key) {
+            let start = from + at + key.len();
+            let mut end = start;
+            // The string ends at the first quote not escaped by a backslash.
+            while let Some(q) = memchr::memchr(b'"', &event[end..]) {
+                let quote = end + q;
+                let backslashes = event[start..quote]
+                    .iter()
+                    .rev()
+                    .take_while(|b| **b == b'\\')
+                    .count();
+                end = quote + 1;
+                if backslashes % 2 == 0 {
+                    total += quote - start;
+                    break;
+                }
+            }
+            from = end.max(start);
+        }
+    }
+    total
+}
+
 #[derive(Default)]
 pub struct SseFramer {
     buffer: BytesMut,
@@ -167,6 +211,22 @@ pub fn event_name(event: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_bytes_count_generated_strings_not_framing() {
+        let chunk = br#"data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":" more"},"finish_reason":null}]}
+
+"#;
+        assert_eq!(output_bytes(chunk), 5);
+        let escaped = br#"data: {"choices":[{"delta":{"content":"a\"b\\"}}]}"#;
+        assert_eq!(output_bytes(escaped), 6, "as written: a \" b \\");
+        let tool = br#"data: {"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{\"q\":1}"}}]}}]}"#;
+        assert_eq!(output_bytes(tool), 9);
+        let anthropic = b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n";
+        assert_eq!(output_bytes(anthropic), 5);
+        assert_eq!(output_bytes(b"data: [DONE]\n\n"), 0);
+        assert_eq!(output_bytes(br#"data: {"content":"never closed"#), 0);
+    }
 
     #[test]
     fn splits_events_across_arbitrary_chunking() {

@@ -29,7 +29,15 @@ use crate::billing::Billing;
 use crate::usage::{TokenUsage, UsageRecord};
 
 /// Schema migrations of `qnp.sqlite3`, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+const MIGRATIONS: &[&str] = &[
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+];
+
+/// 1-hour cache writes (priced on their own), and rows that stand for several refusals of one minute.
+const SCHEMA_V6: &str = r#"
+ALTER TABLE usage ADD COLUMN cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+"#;
 
 /// Billing: the account's Stripe state (JSON, written by compare-and-set on its version), its customer id
 /// as a column so deliveries can find the account, and the processed-event ledger for idempotency.
@@ -320,7 +328,7 @@ fn key_from_row(row: &Row) -> rusqlite::Result<ApiKeyRecord> {
 const USAGE_COLUMNS: &str = "request_id, timestamp, account_id, api_key_id, endpoint, provider, model, \
      streamed, status, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, \
      reasoning_tokens, latency_ms, ttft_ms, cost_usd, price_version, error_type, source_ip, \
-     tokens_estimated";
+     tokens_estimated, cache_write_1h_tokens, count";
 
 fn usage_from_row(row: &Row) -> rusqlite::Result<UsageRecord> {
     Ok(UsageRecord {
@@ -340,7 +348,9 @@ fn usage_from_row(row: &Row) -> rusqlite::Result<UsageRecord> {
             cache_write_tokens: row.get(12)?,
             reasoning_tokens: row.get(13)?,
             estimated: row.get(20)?,
+            cache_write_1h_tokens: row.get(21)?,
         },
+        count: row.get(22)?,
         latency_ms: row.get(14)?,
         ttft_ms: row.get(15)?,
         cost_usd: row.get(16)?,
@@ -524,6 +534,31 @@ impl RecordStore for EmbeddedStore {
         Ok(())
     }
 
+    async fn insert_key_within(&self, key: &ApiKeyRecord, max_active: u64) -> anyhow::Result<bool> {
+        // One statement under the connection's lock: the count and the insert cannot interleave with
+        // another creation.
+        let inserted = self.with(|conn| {
+            conn.execute(
+                &format!(
+                    "INSERT INTO api_keys ({KEY_COLUMNS})
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+                     WHERE (SELECT COUNT(*) FROM api_keys WHERE account_id = ?2 AND revoked_at IS NULL) < ?8"
+                ),
+                params![
+                    key.key_id,
+                    key.account_id,
+                    key.name,
+                    key.hash,
+                    millis(key.created_at),
+                    key.revoked_at.map(millis),
+                    key.last_used_at.map(millis),
+                    max_active.min(i64::MAX as u64) as i64,
+                ],
+            )
+        })?;
+        Ok(inserted == 1)
+    }
+
     async fn key(&self, key_id: &str) -> anyhow::Result<Option<ApiKeyRecord>> {
         self.with(|conn| {
             conn.query_row(
@@ -580,7 +615,7 @@ impl RecordStore for EmbeddedStore {
         {
             let mut stmt = tx.prepare_cached(&format!(
                 "INSERT INTO usage ({USAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
-                 ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)
+                 ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)
                  ON CONFLICT (request_id) DO NOTHING"
             ))?;
             for r in rows {
@@ -606,6 +641,8 @@ impl RecordStore for EmbeddedStore {
                     r.error_type,
                     r.source_ip,
                     r.usage.estimated,
+                    r.usage.cache_write_1h_tokens,
+                    r.count,
                 ])?;
             }
         }
@@ -633,7 +670,7 @@ impl RecordStore for EmbeddedStore {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT strftime('%Y-%m-%d', timestamp / 1000, 'unixepoch') AS day, model,
-                        COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_usd)
+                        SUM(count), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_usd)
                  FROM usage WHERE account_id = ?1 AND timestamp >= ?2 AND timestamp < ?3
                  GROUP BY day, model ORDER BY day, model",
             )?;
@@ -876,6 +913,9 @@ impl CounterStore for EmbeddedStore {
         limit: u64,
         expires_at: i64,
     ) -> anyhow::Result<CounterOutcome> {
+        // SQLite integers are i64: a limit beyond that is as good as none, and an amount that passes the
+        // limit is refused before it could be misread as a negative number.
+        let limit = limit.min(i64::MAX as u64);
         if amount > limit {
             return Ok(CounterOutcome::Refused);
         }
@@ -885,7 +925,7 @@ impl CounterStore for EmbeddedStore {
         if updates % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.sweep_counters()?;
         }
-        let (amount, limit) = (amount as i64, limit.min(i64::MAX as u64) as i64);
+        let (amount, limit) = (amount as i64, limit as i64);
         let value: Option<i64> = self.with_counters(|conn| {
             conn.prepare_cached(
                 "INSERT INTO counters (key, value, expires_at) VALUES (?1, ?2, ?4)

@@ -46,6 +46,9 @@ pub trait RecordStore: Send + Sync {
     async fn identities_for_account(&self, account_id: &str) -> anyhow::Result<Vec<Identity>>;
 
     async fn insert_key(&self, key: &ApiKeyRecord) -> anyhow::Result<()>;
+    /// Inserts the key only while its account has fewer than `max_active` unrevoked keys, atomically:
+    /// concurrent creations can never pass the limit. False when the account is at it.
+    async fn insert_key_within(&self, key: &ApiKeyRecord, max_active: u64) -> anyhow::Result<bool>;
     async fn key(&self, key_id: &str) -> anyhow::Result<Option<ApiKeyRecord>>;
     /// The account's keys, revoked ones included, oldest first.
     async fn keys_for_account(&self, account_id: &str) -> anyhow::Result<Vec<ApiKeyRecord>>;

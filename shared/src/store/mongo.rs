@@ -172,6 +172,19 @@ struct UsageDoc {
     source_ip: Option<String>,
     #[serde(default)]
     tokens_estimated: bool,
+    #[serde(default)]
+    cache_write_1h_tokens: i64,
+    /// Refusals of one minute stored as one row (absent on ordinary rows: 1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    count: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+fn is_one(n: &i64) -> bool {
+    *n == 1
 }
 
 impl From<&UsageRecord> for UsageDoc {
@@ -198,6 +211,8 @@ impl From<&UsageRecord> for UsageDoc {
             error_type: r.error_type.clone(),
             source_ip: r.source_ip.clone(),
             tokens_estimated: r.usage.estimated,
+            cache_write_1h_tokens: r.usage.cache_write_1h_tokens as i64,
+            count: r.count as i64,
         }
     }
 }
@@ -221,7 +236,9 @@ impl From<UsageDoc> for UsageRecord {
                 cache_write_tokens: d.cache_write_tokens.max(0) as u64,
                 reasoning_tokens: d.reasoning_tokens.max(0) as u64,
                 estimated: d.tokens_estimated,
+                cache_write_1h_tokens: d.cache_write_1h_tokens.max(0) as u64,
             },
+            count: d.count.max(1) as u64,
             latency_ms: d.latency_ms.max(0) as u64,
             ttft_ms: d.ttft_ms.map(|t| t.max(0) as u64),
             cost_usd: d.cost_usd,
@@ -229,6 +246,44 @@ impl From<UsageDoc> for UsageRecord {
             error_type: d.error_type,
             source_ip: d.source_ip,
         }
+    }
+}
+
+impl MongoStore {
+    /// Accounts count their unrevoked keys in `active_keys`, so the cap can be taken atomically. One made
+    /// before the counter existed gets it from a count of its keys, once.
+    async fn active_keys_counted(&self, account_id: &str) -> anyhow::Result<()> {
+        let counted = self
+            .accounts
+            .count_documents(doc! {"_id": account_id, "active_keys": {"$exists": true}})
+            .await?;
+        if counted == 0 {
+            let active = self
+                .keys
+                .count_documents(doc! {"account_id": account_id, "revoked_at": null})
+                .await? as i64;
+            self.accounts
+                .update_one(
+                    doc! {"_id": account_id, "active_keys": {"$exists": false}},
+                    doc! {"$set": {"active_keys": active}},
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Inserts a key whose slot was already counted; gives the slot back if the insert fails.
+    async fn insert_counted_key(&self, key: &ApiKeyRecord) -> anyhow::Result<()> {
+        if let Err(e) = self.keys.insert_one(KeyDoc::from(key)).await {
+            self.accounts
+                .update_one(
+                    doc! {"_id": &key.account_id, "active_keys": {"$gt": 0_i64}},
+                    doc! {"$inc": {"active_keys": -1_i64}},
+                )
+                .await?;
+            return Err(e.into());
+        }
+        Ok(())
     }
 }
 
@@ -480,6 +535,12 @@ impl RecordStore for MongoStore {
                 doc! {"$set": {"revoked_at": to_bson(at)}},
             )
             .await?;
+        self.accounts
+            .update_one(
+                doc! {"_id": account_id},
+                doc! {"$set": {"active_keys": 0_i64}},
+            )
+            .await?;
         self.identities
             .delete_many(doc! {"account_id": account_id})
             .await?;
@@ -524,8 +585,33 @@ impl RecordStore for MongoStore {
     }
 
     async fn insert_key(&self, key: &ApiKeyRecord) -> anyhow::Result<()> {
-        self.keys.insert_one(KeyDoc::from(key)).await?;
-        Ok(())
+        self.active_keys_counted(&key.account_id).await?;
+        self.accounts
+            .update_one(
+                doc! {"_id": &key.account_id},
+                doc! {"$inc": {"active_keys": 1_i64}},
+            )
+            .await?;
+        self.insert_counted_key(key).await
+    }
+
+    async fn insert_key_within(&self, key: &ApiKeyRecord, max_active: u64) -> anyhow::Result<bool> {
+        self.active_keys_counted(&key.account_id).await?;
+        // The account's counter is taken first, conditionally and atomically: of concurrent creations
+        // at the limit, only as many as fit get a slot.
+        let max = max_active.min(i64::MAX as u64) as i64;
+        let slot = self
+            .accounts
+            .update_one(
+                doc! {"_id": &key.account_id, "active_keys": {"$lt": max}},
+                doc! {"$inc": {"active_keys": 1_i64}},
+            )
+            .await?;
+        if slot.modified_count == 0 {
+            return Ok(false);
+        }
+        self.insert_counted_key(key).await?;
+        Ok(true)
     }
 
     async fn key(&self, key_id: &str) -> anyhow::Result<Option<ApiKeyRecord>> {
@@ -556,14 +642,24 @@ impl RecordStore for MongoStore {
     }
 
     async fn revoke_key(&self, key_id: &str, at: OffsetDateTime) -> anyhow::Result<bool> {
-        let result = self
+        let revoked = self
             .keys
-            .update_one(
+            .find_one_and_update(
                 doc! {"_id": key_id, "revoked_at": null},
                 doc! {"$set": {"revoked_at": to_bson(at)}},
             )
             .await?;
-        Ok(result.modified_count == 1)
+        let Some(key) = revoked else {
+            return Ok(false);
+        };
+        // The key gives its slot back.
+        self.accounts
+            .update_one(
+                doc! {"_id": &key.account_id, "active_keys": {"$gt": 0_i64}},
+                doc! {"$inc": {"active_keys": -1_i64}},
+            )
+            .await?;
+        Ok(true)
     }
 
     async fn touch_key(&self, key_id: &str, at: OffsetDateTime) -> anyhow::Result<()> {
@@ -624,7 +720,7 @@ impl RecordStore for MongoStore {
             doc! {"$match": {"account_id": account_id, "timestamp": {"$gte": to_bson(from), "$lt": to_bson(to)}}},
             doc! {"$group": {
                 "_id": {"day": {"$dateTrunc": {"date": "$timestamp", "unit": "day"}}, "model": "$model"},
-                "requests": {"$sum": 1_i64},
+                "requests": {"$sum": {"$ifNull": ["$count", 1_i64]}},
                 "prompt_tokens": {"$sum": "$prompt_tokens"},
                 "completion_tokens": {"$sum": "$completion_tokens"},
                 "cost_usd": {"$sum": "$cost_usd"},

@@ -25,6 +25,10 @@ export function render(next) {
   $("who-email").textContent = account.email;
   $("who-email").title = account.name ? `${account.name} <${account.email}>` : account.email;
   $("profile-name").value = account.name || "";
+  // The email can only become an address a sign-in provider verified: the account's own, or one of its
+  // identities' (the gateway refuses anything else, so nobody can claim an address that is not theirs).
+  const choices = [...new Set([account.email, ...account.identities.map((i) => i.email).filter(Boolean)])];
+  $("profile-email").replaceChildren(...choices.map((email) => h("option", { value: email }, email)));
   $("profile-email").value = account.email;
   fieldError("name", "");
   fieldError("email", "");
@@ -51,14 +55,6 @@ async function saveProfile(event) {
   const email = $("profile-email").value.trim();
   fieldError("name", "");
   fieldError("email", "");
-  // The browser's own email check (type=email, required) catches the common slips without a round
-  // trip; the API still validates, and its message is shown under the field too (below).
-  const emailInput = $("profile-email");
-  if (!emailInput.checkValidity()) {
-    fieldError("email", email ? "Enter a valid email address, such as name@example.com." : "Enter your email address.");
-    emailInput.focus();
-    return;
-  }
   // Send only what changed: an unchanged email must not trip the "already taken" check or re-verify.
   const change = {};
   if (name !== (account.name || "")) change.name = name;
@@ -157,8 +153,12 @@ export function init(handlers) {
 export function reset() {
   account = null;
   $("who-email").textContent = "";
+  // Forget every trace of the previous user, attributes included.
+  $("who-email").removeAttribute("title");
   $("profile-name").value = "";
-  $("profile-email").value = "";
+  $("profile-email").replaceChildren();
+  $("delete-email").textContent = "";
+  $("delete-confirm-email").value = "";
   $("identities").replaceChildren();
   $("restricted-banner").hidden = true;
   $("deletion-banner").hidden = true;

@@ -52,7 +52,8 @@ function row(call) {
     latencyCell(call),
     h("td", { class: "num" }, fmtUsd(call.cost_usd)),
     keyCell(call.api_key_id),
-    h("td", { class: call.error_type ? "status-err" : "muted" }, call.error_type || "—"),
+    h("td", { class: call.error_type ? "status-err" : "muted" },
+      call.error_type ? (call.count > 1 ? `${call.error_type} ×${call.count}` : call.error_type) : "—"),
   );
 }
 

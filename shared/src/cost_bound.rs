@@ -1,0 +1,535 @@
+//! What a request may cost at most, read from the request fields that decide it, so that a call's
+//! reservation against a spend cap or a token limit is a true upper bound of what the provider can bill.
+//!
+//! Three rules make the bound hold:
+//! * **Output**: the largest limit any accepted field allows (`max_tokens` and `max_completion_tokens`
+//!   may both be sent and OpenAI-compatible servers differ in which one they read), never more than the
+//!   model's own output limit, times every choice the request asks for (`n`), plus a predicted output's
+//!   length (rejected prediction tokens are billed as output).
+//! * **Prompt**: one token per byte of the body (every tokenizer the providers use makes at least one
+//!   byte of text per token, and JSON only adds bytes), plus a fixed allowance for each part the body
+//!   names but does not contain in full: an image, a document, an Anthropic-defined tool whose definition
+//!   the provider expands.
+//! * **Refusal**: fields whose price the catalog cannot express (a priority or flex service tier, hosted
+//!   tools billed per use, audio, files stored at the provider) get a 400 naming the field; they are never
+//!   forwarded unpriced.
+//!
+//! Every count saturates; numeric fields outside what any provider accepts are refused.
+//!
+//! Only the shape of the messages is read (content part types); their text is skipped unparsed.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
+
+use crate::catalog::{Model, ModelKind};
+use crate::error::GatewayError;
+use crate::providers::RequestBody;
+use crate::usage::TokenUsage;
+
+/// The largest value a token-count field may carry (providers' own limits are far below it).
+pub const MAX_TOKENS_FIELD: u64 = u32::MAX as u64;
+/// OpenAI's own limit for `n`.
+pub const MAX_CHOICES: u64 = 128;
+/// Tokens allowed for one document or file part (a PDF): the providers cap a document at 100 pages (Gemini
+/// at 1,000 pages of 258 tokens) and a page at a few thousand tokens.
+pub const DOCUMENT_TOKENS: u64 = 300_000;
+/// Tokens allowed for an Anthropic-defined tool (bash, text editor, computer use, memory): the provider
+/// adds its own definition and system prompt, a few hundred tokens each.
+pub const DEFINED_TOOL_TOKENS: u64 = 2_000;
+
+/// The request facts that bound its cost, before a model is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CostBound {
+    /// Size of the request body.
+    pub body_bytes: u64,
+    /// The client's output limit per choice (the largest accepted field), if it gave one.
+    pub max_output: Option<u64>,
+    /// Choices generated (`n`), at least 1.
+    pub choices: u64,
+    /// Output tokens that may be billed beyond the limit (a predicted output's length).
+    pub extra_output: u64,
+    pub images: u64,
+    pub documents: u64,
+    /// Extra prompt tokens the provider adds (tool definitions it expands).
+    pub extra_prompt: u64,
+}
+
+/// The worst case for one model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelBound {
+    /// Prompt tokens at most.
+    pub prompt_tokens: u64,
+    /// Output tokens at most, over every choice.
+    pub output_tokens: u64,
+    /// USD at most: prompt tokens at the dearest input-side rate (any of them may be a cache write),
+    /// output at the output rate.
+    pub cost_usd: f64,
+}
+
+impl CostBound {
+    /// An embeddings request: the input is all there is.
+    pub fn embeddings(body_bytes: usize) -> CostBound {
+        CostBound {
+            body_bytes: body_bytes as u64,
+            choices: 1,
+            ..CostBound::default()
+        }
+    }
+
+    /// An OpenAI chat completion request.
+    pub fn chat_completions(
+        body: &RequestBody,
+        body_bytes: usize,
+    ) -> Result<CostBound, GatewayError> {
+        let mut bound = CostBound {
+            body_bytes: body_bytes as u64,
+            choices: 1,
+            ..CostBound::default()
+        };
+        for field in ["max_tokens", "max_completion_tokens"] {
+            if let Some(value) = token_field(body, field)? {
+                bound.max_output = Some(bound.max_output.map_or(value, |v| v.max(value)));
+            }
+        }
+        if let Some(n) = body.get::<u64>("n", "an integer from 1 to 128")? {
+            if !(1..=MAX_CHOICES).contains(&n) {
+                return Err(GatewayError::field(
+                    "n",
+                    "'n' must be an integer from 1 to 128",
+                ));
+            }
+            bound.choices = n;
+        }
+        if let Some(raw) = body.raw("prediction").filter(|r| *r != "null") {
+            bound.extra_output = raw.len() as u64;
+        }
+        match body.get::<Cow<str>>("service_tier", "a string")?.as_deref() {
+            None | Some("auto") | Some("default") => {}
+            Some(other) => return Err(unpriced_tier(other, "'auto' or 'default'")),
+        }
+        for field in ["web_search_options", "audio"] {
+            if body.raw(field).is_some_and(|r| r != "null") {
+                return Err(unpriced(field, hosted_reason(field)));
+            }
+        }
+        if let Some(modalities) = body.get::<Vec<Cow<str>>>("modalities", "an array of strings")?
+            && modalities.iter().any(|m| m != "text")
+        {
+            return Err(unpriced(
+                "modalities",
+                "only text output is priced by this gateway; omit 'modalities' or send [\"text\"]",
+            ));
+        }
+        if let Some(tools) = body.get::<Vec<ToolShape>>("tools", "an array of tools")? {
+            for (i, tool) in tools.iter().enumerate() {
+                match tool.kind.as_deref() {
+                    Some("function") | Some("custom") => {}
+                    other => {
+                        return Err(unpriced(
+                            &format!("tools[{i}]"),
+                            &format!(
+                                "tools of type {} are not available through this gateway (hosted \
+                                 tools are billed per use, which it does not price); use function tools",
+                                other.map_or("(none)".to_owned(), |t| format!("'{t}'"))
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(raw) = body.raw("messages") {
+            let messages: Vec<MessageShape> = serde_json::from_str(raw).map_err(|_| {
+                GatewayError::field("messages", "'messages' must be an array of message objects")
+            })?;
+            for (i, message) in messages.iter().enumerate() {
+                if let Some(Content::Parts(parts)) = &message.content {
+                    count_parts(&mut bound, parts, &format!("messages[{i}].content"))?;
+                }
+            }
+        }
+        Ok(bound)
+    }
+
+    /// An Anthropic Messages request.
+    pub fn messages(body: &RequestBody, body_bytes: usize) -> Result<CostBound, GatewayError> {
+        let mut bound = CostBound {
+            body_bytes: body_bytes as u64,
+            choices: 1,
+            ..CostBound::default()
+        };
+        bound.max_output = token_field(body, "max_tokens")?;
+        match body.get::<Cow<str>>("service_tier", "a string")?.as_deref() {
+            None | Some("auto") | Some("standard_only") => {}
+            Some(other) => return Err(unpriced_tier(other, "'auto' or 'standard_only'")),
+        }
+        for field in ["mcp_servers", "container"] {
+            if body.raw(field).is_some_and(|r| r != "null") {
+                return Err(unpriced(field, hosted_reason(field)));
+            }
+        }
+        if let Some(tools) = body.get::<Vec<ToolShape>>("tools", "an array of tools")? {
+            for (i, tool) in tools.iter().enumerate() {
+                match tool.kind.as_deref() {
+                    None | Some("custom") => {}
+                    Some(t) if CLIENT_TOOL_PREFIXES.iter().any(|p| t.starts_with(p)) => {
+                        bound.extra_prompt = bound.extra_prompt.saturating_add(DEFINED_TOOL_TOKENS);
+                    }
+                    Some(t) => {
+                        return Err(unpriced(
+                            &format!("tools[{i}]"),
+                            &format!(
+                                "the server tool '{t}' is billed per use, which this gateway does not \
+                                 price; run the tool in your client instead"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(raw) = body.raw("messages") {
+            let messages: Vec<MessageShape> = serde_json::from_str(raw).map_err(|_| {
+                GatewayError::field("messages", "messages: must be an array of message objects")
+            })?;
+            for (i, message) in messages.iter().enumerate() {
+                if let Some(Content::Parts(parts)) = &message.content {
+                    count_parts(&mut bound, parts, &format!("messages.{i}.content"))?;
+                }
+            }
+        }
+        if let Some(raw) = body.raw("system")
+            && let Ok(Content::Parts(parts)) = serde_json::from_str::<Content>(raw)
+        {
+            count_parts(&mut bound, &parts, "system")?;
+        }
+        Ok(bound)
+    }
+
+    /// The worst case if `model` serves the call.
+    pub fn for_model(&self, model: &Model) -> ModelBound {
+        let (prompt_tokens, output_tokens) = match model.kind {
+            ModelKind::Embedding => (self.body_bytes, 0),
+            ModelKind::Chat => {
+                let limit = model.output_limit();
+                let per_choice = self.max_output.map_or(limit, |m| m.min(limit));
+                let prompt = self
+                    .body_bytes
+                    .saturating_add(self.images.saturating_mul(model.image_tokens_max()))
+                    .saturating_add(self.documents.saturating_mul(DOCUMENT_TOKENS))
+                    .saturating_add(self.extra_prompt);
+                let output = per_choice
+                    .saturating_add(self.extra_output)
+                    .saturating_mul(self.choices.max(1));
+                (prompt, output)
+            }
+        };
+        ModelBound {
+            prompt_tokens,
+            output_tokens,
+            cost_usd: model.worst_cost_usd(prompt_tokens, output_tokens),
+        }
+    }
+
+    /// The tokens a tokens-per-minute limit counts for this call before it runs: the prompt's estimate
+    /// (about four bytes a token) plus everything it may generate.
+    pub fn admission_tokens(&self, model: &Model) -> u64 {
+        let prompt = TokenUsage::estimate(self.body_bytes as usize, 0).prompt_tokens;
+        prompt.saturating_add(self.for_model(model).output_tokens)
+    }
+}
+
+/// Anthropic-defined tools the client executes (priced as tokens only).
+const CLIENT_TOOL_PREFIXES: [&str; 4] = ["bash_", "text_editor_", "computer_", "memory_"];
+
+fn hosted_reason(field: &str) -> &'static str {
+    match field {
+        "web_search_options" => {
+            "web search is billed per call, which this gateway does not price; omit 'web_search_options'"
+        }
+        "audio" => "audio output is not priced by this gateway; omit 'audio'",
+        "mcp_servers" => {
+            "the MCP connector runs tools at the provider, billed as it goes, which this gateway does \
+             not price; run MCP servers in your client"
+        }
+        _ => "code execution containers are billed by the hour, which this gateway does not price",
+    }
+}
+
+fn unpriced(field: &str, message: &str) -> GatewayError {
+    GatewayError::field(field, message)
+}
+
+fn unpriced_tier(tier: &str, allowed: &str) -> GatewayError {
+    let shown: String = tier.chars().take(40).collect();
+    GatewayError::field(
+        "service_tier",
+        format!(
+            "the service tier '{shown}' is billed at rates this gateway's catalog does not have; omit \
+             'service_tier' or send {allowed}"
+        ),
+    )
+}
+
+/// A token-count field: a non-negative integer no larger than [`MAX_TOKENS_FIELD`].
+fn token_field(body: &RequestBody, field: &str) -> Result<Option<u64>, GatewayError> {
+    let expected = format!("an integer from 0 to {MAX_TOKENS_FIELD}");
+    let value = body.get::<u64>(field, &expected)?;
+    if value.is_some_and(|v| v > MAX_TOKENS_FIELD) {
+        return Err(GatewayError::field(
+            field,
+            format!("'{field}' must be {expected}"),
+        ));
+    }
+    Ok(value)
+}
+
+fn count_parts(bound: &mut CostBound, parts: &[Part], at: &str) -> Result<(), GatewayError> {
+    for (j, part) in parts.iter().enumerate() {
+        match part.kind.as_deref() {
+            Some("image_url") | Some("image") | Some("input_image") => {
+                bound.images = bound.images.saturating_add(1);
+            }
+            Some("file") | Some("input_file") | Some("document") => {
+                if part.file.as_ref().is_some_and(|f| f.file_id.is_some()) || part.file_id.is_some()
+                {
+                    return Err(GatewayError::field(
+                        format!("{at}[{j}]"),
+                        "files stored at the provider ('file_id') cannot be used through this gateway; \
+                         send the file's data inline",
+                    ));
+                }
+                bound.documents = bound.documents.saturating_add(1);
+            }
+            Some("input_audio") | Some("audio") => {
+                return Err(GatewayError::field(
+                    format!("{at}[{j}]"),
+                    "audio input is not priced by this gateway",
+                ));
+            }
+            _ => {}
+        }
+        // Tool results carry content of their own (Anthropic), which may hold images.
+        if let Some(Content::Parts(inner)) = &part.content {
+            count_parts(bound, inner, &format!("{at}[{j}].content"))?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct ToolShape<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct MessageShape<'a> {
+    #[serde(default, borrow)]
+    content: Option<Content<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    content: Option<Content<'a>>,
+    #[serde(default)]
+    file: Option<FileShape>,
+    /// Responses-style `input_file` parts carry the id at the top level.
+    #[serde(default)]
+    file_id: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct FileShape {
+    #[serde(default)]
+    file_id: Option<IgnoredAny>,
+}
+
+/// Message content: a string (skipped without copying) or an array of parts.
+enum Content<'a> {
+    Text,
+    Parts(Vec<Part<'a>>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ContentVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for ContentVisitor<'a> {
+            type Value = Content<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Content<'a>, E> {
+                Ok(Content::Text)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Content<'a>, E> {
+                Ok(Content::Text)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Content<'a>, A::Error> {
+                let mut parts = Vec::new();
+                while let Some(part) = seq.next_element::<PartOrOther<'a>>()? {
+                    if let PartOrOther::Part(part) = part {
+                        parts.push(part);
+                    }
+                }
+                Ok(Content::Parts(parts))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Content<'a>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Content::Text)
+            }
+        }
+        deserializer.deserialize_any(ContentVisitor(std::marker::PhantomData))
+    }
+}
+
+/// An array element that is a part object, or anything else (a bare string some servers accept).
+enum PartOrOther<'a> {
+    Part(Part<'a>),
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for PartOrOther<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PartVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for PartVisitor<'a> {
+            type Value = PartOrOther<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a content part")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<PartOrOther<'a>, A::Error> {
+                Part::deserialize(de::value::MapAccessDeserializer::new(map)).map(PartOrOther::Part)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<PartOrOther<'a>, E> {
+                Ok(PartOrOther::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PartOrOther<'a>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(PartOrOther::Other)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<PartOrOther<'a>, E> {
+                Ok(PartOrOther::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<PartOrOther<'a>, E> {
+                Ok(PartOrOther::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<PartOrOther<'a>, E> {
+                Ok(PartOrOther::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<PartOrOther<'a>, E> {
+                Ok(PartOrOther::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<PartOrOther<'a>, E> {
+                Ok(PartOrOther::Other)
+            }
+        }
+        deserializer.deserialize_any(PartVisitor(std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn body(v: serde_json::Value) -> RequestBody {
+        RequestBody::parse(v.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn output_is_the_largest_field_times_every_choice() {
+        let catalog = Catalog::bundled();
+        let model = catalog.get("openai/gpt-4o-mini").unwrap();
+        let b =
+            body(json!({"max_completion_tokens": 0, "max_tokens": 900, "n": 3, "messages": []}));
+        let bound = CostBound::chat_completions(&b, 100).unwrap();
+        assert_eq!(bound.for_model(model).output_tokens, 2_700);
+        assert_eq!(bound.for_model(model).prompt_tokens, 100);
+        // Never more than the model can produce per choice.
+        let b = body(json!({"max_tokens": 4_000_000, "messages": []}));
+        let bound = CostBound::chat_completions(&b, 10).unwrap();
+        assert_eq!(bound.for_model(model).output_tokens, model.output_limit());
+        let worst = bound.for_model(model);
+        let expected = 10.0 * model.input_per_mtok / 1e6
+            + model.output_limit() as f64 * model.output_per_mtok / 1e6;
+        assert!((worst.cost_usd - expected).abs() < 1e-12);
+    }
+
+    #[test]
+    fn prompts_are_priced_at_the_dearest_input_rate() {
+        let catalog = Catalog::bundled();
+        let claude = catalog
+            .models()
+            .iter()
+            .find(|m| {
+                m.provider == crate::catalog::ProviderKind::Anthropic && m.kind == ModelKind::Chat
+            })
+            .unwrap();
+        let b = body(json!({"max_tokens": 1, "messages": []}));
+        let bound = CostBound::messages(&b, 1_000_000).unwrap();
+        // Any prompt token may be a 1-hour cache write: twice the input rate when not listed.
+        let rate = claude
+            .cache_write_1h_per_mtok
+            .unwrap_or(2.0 * claude.input_per_mtok);
+        let worst = bound.for_model(claude);
+        assert!(worst.cost_usd >= rate - 1e-9, "{} < {rate}", worst.cost_usd);
+    }
+
+    #[test]
+    fn anthropic_server_tools_are_refused_and_client_tools_allowed_for() {
+        let b = body(
+            json!({"max_tokens": 10, "messages": [], "tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
+        );
+        let err = CostBound::messages(&b, 10).unwrap_err();
+        assert!(err.to_string().contains("web_search_20250305"));
+        let b = body(
+            json!({"max_tokens": 10, "messages": [], "tools": [{"type": "bash_20250124", "name": "bash"}, {"name": "mine", "input_schema": {}}]}),
+        );
+        assert_eq!(
+            CostBound::messages(&b, 10).unwrap().extra_prompt,
+            DEFINED_TOOL_TOKENS
+        );
+        for field in ["mcp_servers", "container"] {
+            let b = body(json!({"max_tokens": 10, "messages": [], field: [{"x": 1}]}));
+            assert!(CostBound::messages(&b, 10).is_err(), "{field}");
+        }
+        let b = body(
+            json!({"max_tokens": 10, "messages": [{"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image", "source": {}}]},
+            {"type": "document", "source": {}}]}]}),
+        );
+        let bound = CostBound::messages(&b, 10).unwrap();
+        assert_eq!((bound.images, bound.documents), (1, 1));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(384))]
+
+        /// No request body, however odd, makes the bound panic or produce a negative, infinite or
+        /// overflowed figure.
+        #[test]
+        fn any_body_gets_a_bound_or_a_clear_400(value in crate::test_support::arb_body(), bytes in 0usize..20_000_000) {
+            let parsed = RequestBody::parse(value.to_string().as_bytes()).unwrap();
+            let catalog = Catalog::bundled();
+            for bound in [CostBound::chat_completions(&parsed, bytes), CostBound::messages(&parsed, bytes)] {
+                match bound {
+                    Ok(bound) => {
+                        for model in catalog.models() {
+                            let worst = bound.for_model(model);
+                            prop_assert!(worst.cost_usd.is_finite() && worst.cost_usd >= 0.0);
+                            prop_assert!(worst.output_tokens <= model.output_limit().saturating_mul(MAX_CHOICES).saturating_add(bound.extra_output.saturating_mul(MAX_CHOICES)));
+                            let _ = bound.admission_tokens(model);
+                        }
+                    }
+                    Err(err) => prop_assert_eq!(err.status().as_u16(), 400),
+                }
+            }
+        }
+    }
+}
