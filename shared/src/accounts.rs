@@ -151,3 +151,19 @@ pub enum ProfileUpdate {
     EmailTaken,
     NotFound,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_refuse_control_characters_and_printing_escapes_old_ones() {
+        assert_eq!(key_name(Some("  ci  ".into())), Ok(Some("ci".into())));
+        assert_eq!(key_name(Some("   ".into())), Ok(None));
+        assert!(key_name(Some("a\u{1b}[2J".into())).is_err());
+        assert!(key_name(Some("x".repeat(101))).is_err());
+        let shown = printable("evil\u{1b}]0;title\u{7}\rover");
+        assert!(!shown.chars().any(char::is_control), "{shown}");
+        assert_eq!(printable("laptop ✓"), "laptop ✓");
+    }
+}

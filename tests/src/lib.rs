@@ -26,6 +26,7 @@ pub const UPSTREAM_KEY: &str = "sk-upstream-test-credential";
 pub const TEST_MODELS: &str = r#"{"version":"test-1","models":[
  {"id":"openai/mock-400","provider":"openai","upstream_model":"mock-400","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-401","provider":"openai","upstream_model":"mock-401","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
+ {"id":"openai/mock-429","provider":"openai","upstream_model":"mock-429","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-500","provider":"openai","upstream_model":"mock-500","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-slow","provider":"openai","upstream_model":"mock-slow","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-drop","provider":"openai","upstream_model":"mock-drop","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},

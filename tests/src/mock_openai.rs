@@ -4,7 +4,8 @@
 //! can follow a canary string through the gateway.
 //!
 //! Upstream model names select failure modes: `mock-400` (an OpenAI-shaped 400), `mock-401` (the
-//! credential is refused), `mock-500` (a 500 whose body holds a secret), `mock-slow` (headers after 5 s),
+//! credential is refused), `mock-429` (OpenAI's rate-limit answer naming the organisation, with
+//! `Retry-After: 7`), `mock-500` (a 500 whose body holds a secret), `mock-slow` (headers after 5 s),
 //! `mock-drop` (the connection drops mid-stream), `mock-endless` (a stream that never ends on its own),
 //! `mock-flaky` (503 on every other request), `mock-slowstream` (40 ms between words), `mock-nousage`
 //! (never reports usage), `mock-chatty` (forty bytes of text every 10 ms, forever), `mock-greedy` (generates every token the request allows: the larger of
@@ -172,6 +173,14 @@ async fn chat(
                 .into_response();
         }
         "mock-slow" => tokio::time::sleep(Duration::from_secs(5)).await,
+        "mock-429" => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "7")],
+                Json(json!({"error": {"message": "Rate limit reached for gpt-4o-mini in organization org-OPERATOR123 on tokens per min (TPM): Limit 200000, Used 199000", "type": "tokens", "param": null, "code": "rate_limit_exceeded"}})),
+            )
+                .into_response();
+        }
         // Fails every other request: a retry succeeds.
         "mock-flaky" if state.count("mock-flaky") % 2 == 1 => {
             return (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();

@@ -550,6 +550,32 @@ async fn a_storm_of_refusals_costs_bounded_storage_and_is_still_counted() {
 }
 
 #[tokio::test]
+async fn an_upstream_rate_limit_reaches_the_client_without_the_providers_words() {
+    let s = setup().await;
+    let key = s.gateway.create_key("limited@example.com", "free").await;
+    let response = s
+        .post(
+            "/v1/chat/completions",
+            &key,
+            chat_body("openai/mock-429", "hi"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["retry-after"], "7");
+    let (status, body) = error_of(response).await;
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["type"], "upstream_rate_limited");
+    let text = body.to_string();
+    assert!(
+        !text.contains("org-OPERATOR123") && !text.contains("200000"),
+        "{text}"
+    );
+    let row = &s.gateway.usage_rows("limited@example.com", 1).await[0];
+    assert_eq!(row.error_type.as_deref(), Some("upstream_rate_limited"));
+}
+
+#[tokio::test]
 async fn missing_bad_and_revoked_keys_get_401() {
     let s = setup().await;
     let body = chat_body("openai/gpt-4o-mini", "x");
