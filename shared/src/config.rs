@@ -213,6 +213,15 @@ pub struct Config {
     pub server: ServerLimits,
     /// How long an export's client may take no bytes before the export is abandoned.
     pub export_stall: Duration,
+    /// Days usage rows are kept, 1 to 30 (the privacy policy promises at most 30).
+    pub usage_retention_days: i64,
+    /// The privacy page: who to write to, when the policy last changed (otherwise tracked from the
+    /// rendered text), and an operator's own policy file (Markdown or HTML) instead of the generated one.
+    pub privacy_contact: Option<String>,
+    pub privacy_updated: Option<time::Date>,
+    pub privacy_file: Option<PathBuf>,
+    /// Whether the edge Worker signs client addresses (`QNP_EDGE_SECRET` is set).
+    pub edge_configured: bool,
 }
 
 /// Limits of `qnp serve`'s listener, so that clients that send slowly or never finish cannot hold every
@@ -349,6 +358,11 @@ impl Config {
                 shutdown_grace: env.secs("QNP_SHUTDOWN_GRACE_SECS", 30.0, DAY)?,
             },
             export_stall: env.secs("QNP_EXPORT_STALL_SECS", 30.0, DAY)?,
+            usage_retention_days: usage_retention_days(env)?,
+            privacy_contact: env.get("QNP_PRIVACY_CONTACT").map(str::to_owned),
+            privacy_updated: privacy_updated(env)?,
+            privacy_file: env.get("QNP_PRIVACY_FILE").map(PathBuf::from),
+            edge_configured: env.get("QNP_EDGE_SECRET").is_some(),
         })
     }
 }
@@ -429,6 +443,33 @@ fn billing_grace(env: &Env) -> Result<time::Duration, ConfigError> {
         });
     }
     Ok(time::Duration::seconds_f64(days * 86_400.0))
+}
+
+fn usage_retention_days(env: &Env) -> Result<i64, ConfigError> {
+    let max = crate::retention::USAGE_RETENTION_DAYS;
+    let days: i64 = env.parse("QNP_USAGE_RETENTION_DAYS", max)?;
+    if !(1..=max).contains(&days) {
+        return Err(ConfigError::Malformed {
+            variable: "QNP_USAGE_RETENTION_DAYS".into(),
+            reason: format!("{days} is outside 1..={max} days (the privacy policy promises {max})"),
+        });
+    }
+    Ok(days)
+}
+
+fn privacy_updated(env: &Env) -> Result<Option<time::Date>, ConfigError> {
+    let Some(raw) = env.get("QNP_PRIVACY_UPDATED") else {
+        return Ok(None);
+    };
+    time::Date::parse(
+        raw,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .map(Some)
+    .map_err(|_| ConfigError::Malformed {
+        variable: "QNP_PRIVACY_UPDATED".into(),
+        reason: format!("'{raw}' is not a date (YYYY-MM-DD)"),
+    })
 }
 
 fn bcrypt_cost(env: &Env) -> Result<u32, ConfigError> {

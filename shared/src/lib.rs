@@ -10,6 +10,7 @@ pub mod error;
 pub mod keys;
 pub mod limits;
 pub mod plans;
+pub mod privacy;
 pub mod providers;
 pub mod refusals;
 pub mod retention;

@@ -16,7 +16,13 @@ use crate::billing::stripe_api::StripeApi;
 use crate::limits::counter_prefixes_for_key;
 use crate::store::{CounterStore, Erased, RecordStore};
 
+/// The longest usage rows are kept (the privacy policy's promise); `QNP_USAGE_RETENTION_DAYS` may
+/// shorten it.
 pub const USAGE_RETENTION_DAYS: i64 = 30;
+/// A deleted account is gone within this many days (in practice by the next daily pass).
+pub const ERASURE_DAYS: i64 = 30;
+/// Processed Stripe event ids are forgotten after this many days (Stripe retries for three).
+pub const STRIPE_EVENT_DAYS: i64 = 30;
 const BATCH: u64 = 5_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -55,6 +61,8 @@ pub struct Cleaner {
     pub stripe: Option<StripeApi>,
     /// Stop starting new batches after this long (a Lambda invocation has 15 minutes).
     pub budget: Duration,
+    /// Usage rows older than this many days are deleted (`Config::usage_retention_days`).
+    pub usage_days: i64,
 }
 
 impl Report {
@@ -75,7 +83,7 @@ impl Cleaner {
     ) -> anyhow::Result<Report> {
         let started = Instant::now();
         let in_budget = || started.elapsed() < self.budget;
-        let cutoff = now - time::Duration::days(USAGE_RETENTION_DAYS);
+        let cutoff = now - time::Duration::days(self.usage_days.clamp(1, USAGE_RETENTION_DAYS));
         let mut report = Report {
             now,
             cutoff,
@@ -190,7 +198,7 @@ impl Cleaner {
             progress(Progress::AccountErased);
         }
 
-        let events_cutoff = now - time::Duration::days(USAGE_RETENTION_DAYS);
+        let events_cutoff = now - time::Duration::days(STRIPE_EVENT_DAYS);
         if !dry_run {
             report.stripe_events_forgotten = self
                 .records

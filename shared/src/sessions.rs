@@ -16,6 +16,11 @@ const SESSION_AUDIENCE: &str = "qnp-session";
 /// A session lasts a week and is re-issued when less than a day is left.
 pub const SESSION_TTL_SECS: i64 = 7 * 24 * 3600;
 const REFRESH_BELOW_SECS: i64 = 24 * 3600;
+/// The short-lived cookie that carries a sign-in attempt's state, nonce and PKCE verifier from the login
+/// redirect to the provider's callback.
+pub const OAUTH_STATE_COOKIE: &str = "__Host-qnp_oauth";
+/// Time a user has to finish signing in at the provider.
+pub const OAUTH_STATE_TTL_SECS: i64 = 600;
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SessionClaims {

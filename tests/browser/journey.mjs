@@ -566,6 +566,24 @@ async function main() {
       await page.setViewportSize({ width: 1280, height: 900 });
     });
 
+    await step("the privacy page, from the sign-in card and from the footer", async () => {
+      for (const link of ["#signin-privacy", "#footer-privacy"]) {
+        await page.goto(`${BASE}/`);
+        await page.locator("#view-signed-out").waitFor({ state: "visible" });
+        await page.locator(link).click();
+        await page.waitForURL(`${BASE}/privacy`);
+        await page.getByRole("heading", { name: "Privacy", level: 1 }).waitFor();
+        const text = await page.locator("main").innerText();
+        check(text.includes("__Host-qnp_session") && text.includes("30 days"), `the policy lacks its facts: ${text.slice(0, 200)}`);
+      }
+      await page.setViewportSize({ width: 375, height: 812 });
+      const width = await page.evaluate(() => document.documentElement.scrollWidth);
+      check(width <= 375, `the privacy page scrolls horizontally at 375 px: scrollWidth ${width}`);
+      await page.screenshot({ path: shot("privacy-phone.png"), fullPage: true });
+      await page.setViewportSize({ width: 1280, height: 900 });
+      await page.goto(`${BASE}/`);
+    });
+
     await step("back from Stripe: the notice, then a tidy URL", async () => {
       await page.goto(`${BASE}/?billing=canceled`);
       await page.locator("#notices", { hasText: "Checkout canceled" }).waitFor();

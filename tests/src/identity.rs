@@ -154,6 +154,8 @@ pub fn mint_id_token(keys: &TestKeys, kid: &str, claims: &Value) -> String {
 pub struct Browser {
     pub http: reqwest::Client,
     jar: Arc<Mutex<BTreeMap<(String, String), String>>>,
+    /// (host, cookie name) of every Set-Cookie this browser was sent, cleared ones included.
+    pub cookies_set: Arc<Mutex<std::collections::BTreeSet<(String, String)>>>,
 }
 
 impl Default for Browser {
@@ -170,6 +172,7 @@ impl Browser {
                 .build()
                 .unwrap(),
             jar: Arc::default(),
+            cookies_set: Arc::default(),
         }
     }
 
@@ -217,6 +220,10 @@ impl Browser {
             let text = value.to_str().unwrap().to_owned();
             let pair = text.split(';').next().unwrap();
             let (name, value) = pair.split_once('=').unwrap();
+            self.cookies_set
+                .lock()
+                .unwrap()
+                .insert((host.clone(), name.trim().into()));
             let mut jar = self.jar.lock().unwrap();
             if text.contains("Max-Age=0") {
                 jar.remove(&(host.clone(), name.trim().into()));

@@ -271,6 +271,47 @@ async fn nobody_can_claim_an_address_before_its_owner_signs_up() {
 }
 
 #[tokio::test]
+async fn the_privacy_page_lists_exactly_the_cookies_signing_in_sets() {
+    let w = world(None, &[]).await;
+    let browser = Browser::new();
+    assert_eq!(
+        sign_in_as(&w, &browser, "alice").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    browser.get(&w.url("/account")).await;
+    browser.get(&w.url("/")).await;
+    w.send(&browser, reqwest::Method::POST, "/auth/logout", None)
+        .await;
+    let host = reqwest::Url::parse(&w.gateway.url).unwrap();
+    let host = format!("{}:{}", host.host_str().unwrap(), host.port().unwrap());
+    let set: std::collections::BTreeSet<String> = browser
+        .cookies_set
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(h, _)| h.contains(&host))
+        .map(|(_, name)| name.clone())
+        .collect();
+    let facts: Value = browser
+        .get(&w.url("/privacy.json"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let listed: std::collections::BTreeSet<String> = facts["cookies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(set, listed, "cookies set by a real sign-in vs. the policy");
+    let page = browser.get(&w.url("/privacy")).await.text().await.unwrap();
+    for name in &set {
+        assert!(page.contains(name.as_str()), "{name}");
+    }
+}
+
+#[tokio::test]
 async fn google_sign_in_runs_end_to_end_and_finds_the_account_again() {
     let w = world(None, &[]).await;
     let browser = Browser::new();

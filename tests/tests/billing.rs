@@ -1030,6 +1030,7 @@ async fn retention_deletes_the_stripe_customer_of_an_erased_account() {
         stripe: qnp_shared::billing::stripe_api::StripeApi::from_config(&w.gateway.config.stripe)
             .unwrap(),
         budget: std::time::Duration::from_secs(60),
+        usage_days: qnp_shared::retention::USAGE_RETENTION_DAYS,
     };
     // Stripe is down for the first run: the account stays pending rather than leaving a customer behind.
     w.stripe.fail_next(503);

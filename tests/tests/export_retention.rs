@@ -506,6 +506,7 @@ fn cleaner(w: &World) -> Cleaner {
         counters: w.gateway.stores.counters.clone(),
         stripe: None,
         budget: std::time::Duration::from_secs(60),
+        usage_days: qnp_shared::retention::USAGE_RETENTION_DAYS,
     }
 }
 

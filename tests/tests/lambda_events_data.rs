@@ -176,6 +176,7 @@ async fn the_scheduled_event_runs_a_retention_pass() {
         counters: stores.counters.clone(),
         stripe: None,
         budget: std::time::Duration::from_secs(60),
+        usage_days: qnp_shared::retention::USAGE_RETENTION_DAYS,
     };
     let report = qnp_retention::handle(&cleaner, scheduled).await.unwrap();
     assert_eq!(report["expired_usage_rows"], 1);

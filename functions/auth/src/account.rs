@@ -21,8 +21,7 @@ use time::OffsetDateTime;
 
 use crate::Auth;
 
-/// Deleted accounts are erased by the retention cleaner within this many days.
-pub const ERASURE_DAYS: i64 = 30;
+use qnp_shared::retention::ERASURE_DAYS;
 
 fn ts(t: OffsetDateTime) -> String {
     qnp_shared::usage::format_timestamp(t)

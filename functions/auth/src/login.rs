@@ -20,10 +20,10 @@ use time::OffsetDateTime;
 use crate::oidc::{Attempt, same_secret};
 use crate::{Auth, SignInProvider};
 
-const STATE_COOKIE: &str = "__Host-qnp_oauth";
 const STATE_AUDIENCE: &str = "qnp-oauth";
-/// Time a user has to finish signing in at the provider.
-const STATE_TTL_SECS: i64 = 600;
+use qnp_shared::sessions::{
+    OAUTH_STATE_COOKIE as STATE_COOKIE, OAUTH_STATE_TTL_SECS as STATE_TTL_SECS,
+};
 
 #[derive(Serialize, Deserialize)]
 struct StateClaims {

@@ -19,6 +19,7 @@ use qnp_shared::GatewayError;
 mod assets {
     include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 }
+pub mod privacy;
 
 /// Only our own origin, for everything; no inline code; the page cannot be framed.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -28,6 +29,17 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 pub struct Dashboard {
     /// Development override: serve from this directory instead of the compiled-in files.
     pub dir: Option<PathBuf>,
+    /// The privacy page and its facts, rendered at start.
+    pub privacy: privacy::Privacy,
+}
+
+impl Dashboard {
+    pub fn from_config(config: &qnp_shared::config::Config) -> anyhow::Result<Dashboard> {
+        Ok(Dashboard {
+            dir: config.dashboard_dir.clone(),
+            privacy: privacy::Privacy::load(config)?,
+        })
+    }
 }
 
 fn content_type(name: &str) -> &'static str {
@@ -107,11 +119,27 @@ async fn asset(State(dashboard): State<Arc<Dashboard>>, Path(name): Path<String>
     dashboard.serve(&format!("assets/{name}")).await
 }
 
+/// The privacy policy, public, with the page's own headers.
+async fn privacy_page(State(dashboard): State<Arc<Dashboard>>) -> Response {
+    let mut response = dashboard.privacy.page.clone().into_response();
+    secure_headers(&mut response, "privacy.html");
+    response
+}
+
+/// The same facts as data, for audits.
+async fn privacy_json(State(dashboard): State<Arc<Dashboard>>) -> Response {
+    let mut response = dashboard.privacy.json.clone().into_response();
+    secure_headers(&mut response, "privacy.json");
+    response
+}
+
 /// The page and its files. No session is needed to load them: the page asks the API who is signed in.
 pub fn router(dashboard: Arc<Dashboard>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/assets/{*name}", get(asset))
+        .route("/privacy", get(privacy_page))
+        .route("/privacy.json", get(privacy_json))
         .with_state(dashboard)
 }
 

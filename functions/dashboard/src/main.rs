@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use qnp_dashboard::{Dashboard, router};
+use qnp_shared::config::Config;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -12,6 +13,11 @@ async fn main() -> Result<(), lambda_http::Error> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .without_time()
         .init();
-    let app = qnp_shared::web::with_fallbacks(router(Arc::new(Dashboard { dir: None })));
+    let config = Config::load().await?;
+    let dashboard = Dashboard::from_config(&config)?;
+    let app = qnp_shared::web::with_fallbacks(router(Arc::new(Dashboard {
+        dir: None,
+        ..dashboard
+    })));
     lambda_http::run(app).await
 }

@@ -80,9 +80,7 @@ pub fn build(
     let mut payments = qnp_stripe_webhook::Payments::new(config, stores, web, plans, public_url)?;
     payments.webhooks.key_cache = Some(proxy.keys.clone());
     let payments = Arc::new(payments);
-    let dashboard = Arc::new(qnp_dashboard::Dashboard {
-        dir: config.dashboard_dir.clone(),
-    });
+    let dashboard = Arc::new(qnp_dashboard::Dashboard::from_config(config)?);
     Ok(qnp_shared::web::with_fallbacks(
         qnp_proxy::router(proxy)
             .merge(qnp_dashboard::router(dashboard))

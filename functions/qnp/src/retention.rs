@@ -39,6 +39,7 @@ pub async fn run(command: RetentionCommand) -> anyhow::Result<()> {
         counters: ctx.stores.counters.clone(),
         stripe: qnp_shared::billing::stripe_api::StripeApi::from_config(&ctx.config.stripe)?,
         budget: Duration::from_secs(24 * 3600),
+        usage_days: ctx.config.usage_retention_days,
     };
     let bar = Arc::new(if std::io::stderr().is_terminal() && !dry_run {
         ProgressBar::new(0)

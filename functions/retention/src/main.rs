@@ -27,6 +27,7 @@ async fn main() -> Result<(), Error> {
         stripe: qnp_shared::billing::stripe_api::StripeApi::from_config(&config.stripe)?,
         // The function's timeout is 15 minutes; leave room for the batch in flight.
         budget: Duration::from_secs(12 * 60),
+        usage_days: config.usage_retention_days,
     });
     lambda_runtime::run(service_fn(move |event: LambdaEvent<EventBridgeEvent>| {
         let cleaner = cleaner.clone();
