@@ -106,15 +106,8 @@ impl CostBound {
         if let Some(raw) = body.raw("prediction").filter(|r| *r != "null") {
             bound.extra_output = raw.len() as u64;
         }
-        match body.get::<Cow<str>>("service_tier", "a string")?.as_deref() {
-            None | Some("auto") | Some("default") => {}
-            Some(other) => return Err(unpriced_tier(other, "'auto' or 'default'")),
-        }
-        for field in ["web_search_options", "audio"] {
-            if body.raw(field).is_some_and(|r| r != "null") {
-                return Err(unpriced(field, hosted_reason(field)));
-            }
-        }
+        standard_tier(body, &["auto", "default"])?;
+        refuse_present(body, &["web_search_options", "audio"])?;
         if let Some(modalities) = body.get::<Vec<Cow<str>>>("modalities", "an array of strings")?
             && modalities.iter().any(|m| m != "text")
         {
@@ -140,16 +133,7 @@ impl CostBound {
                 }
             }
         }
-        if let Some(raw) = body.raw("messages") {
-            let messages: Vec<MessageShape> = serde_json::from_str(raw).map_err(|_| {
-                GatewayError::field("messages", "'messages' must be an array of message objects")
-            })?;
-            for (i, message) in messages.iter().enumerate() {
-                if let Some(Content::Parts(parts)) = &message.content {
-                    count_parts(&mut bound, parts, &format!("messages[{i}].content"))?;
-                }
-            }
-        }
+        count_messages(&mut bound, body, |i| format!("messages[{i}].content"))?;
         Ok(bound)
     }
 
@@ -161,15 +145,8 @@ impl CostBound {
             ..CostBound::default()
         };
         bound.max_output = token_field(body, "max_tokens")?;
-        match body.get::<Cow<str>>("service_tier", "a string")?.as_deref() {
-            None | Some("auto") | Some("standard_only") => {}
-            Some(other) => return Err(unpriced_tier(other, "'auto' or 'standard_only'")),
-        }
-        for field in ["mcp_servers", "container"] {
-            if body.raw(field).is_some_and(|r| r != "null") {
-                return Err(unpriced(field, hosted_reason(field)));
-            }
-        }
+        standard_tier(body, &["auto", "standard_only"])?;
+        refuse_present(body, &["mcp_servers", "container"])?;
         if let Some(tools) = body.get::<Vec<ToolShape>>("tools", "an array of tools")? {
             for (i, tool) in tools.iter().enumerate() {
                 match tool.kind.as_deref() {
@@ -189,16 +166,7 @@ impl CostBound {
                 }
             }
         }
-        if let Some(raw) = body.raw("messages") {
-            let messages: Vec<MessageShape> = serde_json::from_str(raw).map_err(|_| {
-                GatewayError::field("messages", "messages: must be an array of message objects")
-            })?;
-            for (i, message) in messages.iter().enumerate() {
-                if let Some(Content::Parts(parts)) = &message.content {
-                    count_parts(&mut bound, parts, &format!("messages.{i}.content"))?;
-                }
-            }
-        }
+        count_messages(&mut bound, body, |i| format!("messages.{i}.content"))?;
         if let Some(raw) = body.raw("system")
             && let Ok(Content::Parts(parts)) = serde_json::from_str::<Content>(raw)
         {
@@ -261,15 +229,59 @@ fn unpriced(field: &str, message: &str) -> GatewayError {
     GatewayError::field(field, message)
 }
 
-fn unpriced_tier(tier: &str, allowed: &str) -> GatewayError {
-    let shown: String = tier.chars().take(40).collect();
-    GatewayError::field(
-        "service_tier",
-        format!(
-            "the service tier '{shown}' is billed at rates this gateway's catalog does not have; omit \
-             'service_tier' or send {allowed}"
-        ),
-    )
+/// A `service_tier` the catalog's prices hold for, or none.
+fn standard_tier(body: &RequestBody, allowed: &[&str]) -> Result<(), GatewayError> {
+    match body.get::<Cow<str>>("service_tier", "a string")? {
+        None => Ok(()),
+        Some(tier) if allowed.contains(&tier.as_ref()) => Ok(()),
+        Some(tier) => {
+            let shown: String = tier.chars().take(40).collect();
+            let allowed = allowed
+                .iter()
+                .map(|t| format!("'{t}'"))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            Err(GatewayError::field(
+                "service_tier",
+                format!(
+                    "the service tier '{shown}' is billed at rates this gateway's catalog does not \
+                     have; omit 'service_tier' or send {allowed}"
+                ),
+            ))
+        }
+    }
+}
+
+/// Refuses the first of `fields` the body sets: each runs something the gateway cannot price.
+fn refuse_present(body: &RequestBody, fields: &[&str]) -> Result<(), GatewayError> {
+    match fields
+        .iter()
+        .find(|f| body.raw(f).is_some_and(|r| r != "null"))
+    {
+        Some(field) => Err(unpriced(field, hosted_reason(field))),
+        None => Ok(()),
+    }
+}
+
+/// Counts the attachments of every message; `at` names a message's content for errors, in the route's
+/// own notation.
+fn count_messages(
+    bound: &mut CostBound,
+    body: &RequestBody,
+    at: impl Fn(usize) -> String,
+) -> Result<(), GatewayError> {
+    let Some(raw) = body.raw("messages") else {
+        return Ok(());
+    };
+    let messages: Vec<MessageShape> = serde_json::from_str(raw).map_err(|_| {
+        GatewayError::field("messages", "'messages' must be an array of message objects")
+    })?;
+    for (i, message) in messages.iter().enumerate() {
+        if let Some(Content::Parts(parts)) = &message.content {
+            count_parts(bound, parts, &at(i))?;
+        }
+    }
+    Ok(())
 }
 
 /// A token-count field: a non-negative integer no larger than [`MAX_TOKENS_FIELD`].

@@ -33,10 +33,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-/// A request body that fails once its deadline has passed.
+/// A request body that fails once its deadline has passed. The timer is armed only if the body is not
+/// already there when first read: most requests' bodies arrive with their headers and never need one.
 struct DeadlineBody {
     inner: Incoming,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// When the headers were in; the body is due `limit` later.
+    started: tokio::time::Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     limit: Duration,
 }
 
@@ -51,7 +54,11 @@ impl HttpBody for DeadlineBody {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        match self.deadline.as_mut().poll(cx) {
+        let due = self.started + self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut(self.limit))))),
             Poll::Pending => Poll::Pending,
         }
@@ -159,7 +166,8 @@ pub async fn serve(
             let mut request = request.map(|inner| {
                 Body::new(DeadlineBody {
                     inner,
-                    deadline: Box::pin(tokio::time::sleep(body_timeout)),
+                    started: tokio::time::Instant::now(),
+                    timer: None,
                     limit: body_timeout,
                 })
             });
