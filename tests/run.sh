@@ -9,7 +9,7 @@
 #
 # The cloud services QNP talks to (MongoDB Atlas, DynamoDB, Secrets Manager) cannot be
 # reached from dev or CI machines, so this script installs local stand-ins that speak the
-# real protocols (see shared/TESTING.md), starts them on 127.0.0.1 on free ports, exports
+# real protocols (see docs/testing.md), starts them on 127.0.0.1 on free ports, exports
 # their addresses as QNP_TEST_* variables, runs the suite and always stops them again.
 #
 # Everything it installs lives in tests/.deps/ (git-ignored) so a fresh clone on a fresh

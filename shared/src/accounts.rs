@@ -22,13 +22,13 @@ pub struct Account {
     pub session_version: i64,
     /// What Stripe has told us about the account's subscription.
     #[serde(default)]
-    pub billing: crate::billing::Billing,
+    pub billing: crate::subscription::Billing,
 }
 
 impl Account {
     pub fn new(email: &str, plan: &str, now: OffsetDateTime) -> Account {
         Account {
-            id: format!("acct_{}", crate::keys::random_token(20)),
+            id: format!("acct_{}", crate::ids::random_token(20)),
             email: normalize_email(email),
             name: None,
             plan: plan.into(),
@@ -36,7 +36,7 @@ impl Account {
             restricted: false,
             deletion_requested_at: None,
             session_version: 0,
-            billing: crate::billing::Billing::default(),
+            billing: crate::subscription::Billing::default(),
         }
     }
 
@@ -76,7 +76,7 @@ pub struct ApiKeyRecord {
 impl ApiKeyRecord {
     /// What a user sees to recognise a key: its non-secret beginning.
     pub fn prefix(&self) -> String {
-        format!("{}{}_", crate::keys::KEY_PREFIX, self.key_id)
+        format!("{}{}_", crate::ids::KEY_PREFIX, self.key_id)
     }
 }
 

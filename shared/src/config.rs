@@ -111,11 +111,47 @@ impl Env {
     }
 }
 
+/// A credential or signing key from the configuration. It reads as the `str` it holds, but never
+/// prints: `Debug` (and so every `{:?}` of a config, in logs or panics) shows only that it is set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Secret {
+        Secret(value.to_owned())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Secret {
+        Secret(value)
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
 /// One upstream provider's endpoint and credential.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     pub base_url: String,
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     /// The variable an operator sets to supply `api_key`; named in the 503 a client sees when it is unset.
     pub key_variable: &'static str,
 }
@@ -124,60 +160,40 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone)]
 pub struct GoogleConfig {
     pub client_id: String,
-    pub client_secret: String,
+    pub client_secret: Secret,
     pub issuer: String,
 }
 
 /// Sign in with Apple: its client secret is an ES256 JWT the gateway signs with the team's key.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct AppleConfig {
     pub client_id: String,
     pub team_id: String,
     pub key_id: String,
     /// PKCS#8 PEM of the Sign in with Apple key.
-    pub private_key: String,
+    pub private_key: Secret,
     pub issuer: String,
-}
-
-impl std::fmt::Debug for AppleConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppleConfig")
-            .field("client_id", &self.client_id)
-            .field("team_id", &self.team_id)
-            .field("key_id", &self.key_id)
-            .field("issuer", &self.issuer)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Stripe: the API key for Checkout, the Billing Portal and customer deletion, and the signing secrets of
 /// the webhook endpoint. Each is optional: without them the free plan works and billing answers 503.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct StripeConfig {
-    pub secret_key: Option<String>,
+    pub secret_key: Option<Secret>,
     /// Every secret a delivery may be signed with: during a rotation Stripe signs with both the old and the
     /// new one, so `STRIPE_WEBHOOK_SECRET` takes a comma-separated list.
-    pub webhook_secrets: Vec<String>,
+    pub webhook_secrets: Vec<Secret>,
     pub api_base: String,
-}
-
-impl std::fmt::Debug for StripeConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StripeConfig")
-            .field("secret_key", &self.secret_key.as_ref().map(|_| "<set>"))
-            .field("webhook_secrets", &self.webhook_secrets.len())
-            .field("api_base", &self.api_base)
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub mongodb_uri: Option<String>,
+    /// A secret: its user info holds the database password.
+    pub mongodb_uri: Option<Secret>,
     pub mongodb_db: String,
     pub dynamodb_table: Option<String>,
     pub data_dir: PathBuf,
-    pub session_secret: Option<String>,
+    pub session_secret: Option<Secret>,
     pub openai: UpstreamConfig,
     pub anthropic: UpstreamConfig,
     pub gemini: UpstreamConfig,
@@ -222,6 +238,9 @@ pub struct Config {
     pub privacy_file: Option<PathBuf>,
     /// Whether the edge Worker signs client addresses (`QNP_EDGE_SECRET` is set).
     pub edge_configured: bool,
+    /// Lambda only: the function streams its responses (a function URL with InvokeMode RESPONSE_STREAM,
+    /// `QNP_RESPONSE_STREAMING=true`); behind the HTTP API the runtime buffers them.
+    pub response_streaming: bool,
 }
 
 /// Limits of `qnp serve`'s listener, so that clients that send slowly or never finish cannot hold every
@@ -247,7 +266,12 @@ impl Config {
     pub async fn load() -> Result<Config, ConfigError> {
         let mut env = Env::from_process();
         if let Some(secret_id) = env.get("QNP_SECRETS_ID").map(str::to_owned) {
-            let json = crate::secrets::fetch_secret_string(&secret_id).await?;
+            let json = crate::secrets::fetch_secret_string(&secret_id)
+                .await
+                .map_err(|reason| ConfigError::Secret {
+                    secret_id: secret_id.clone(),
+                    reason,
+                })?;
             env.overlay_secret(&secret_id, &json)?;
         }
         Config::from_env(&env)
@@ -277,7 +301,7 @@ impl Config {
         let upstream = |base_var: &str, default: &str, key_var: &'static str| {
             Ok::<_, ConfigError>(UpstreamConfig {
                 base_url: env.url(base_var, default)?,
-                api_key: env.get(key_var).map(str::to_owned),
+                api_key: env.get(key_var).map(Secret::new),
                 key_variable: key_var,
             })
         };
@@ -301,11 +325,11 @@ impl Config {
             None => None,
         };
         Ok(Config {
-            mongodb_uri: env.get("QNP_MONGODB_URI").map(str::to_owned),
+            mongodb_uri: env.get("QNP_MONGODB_URI").map(Secret::new),
             mongodb_db: env.get("QNP_MONGODB_DB").unwrap_or("qnp").to_owned(),
             dynamodb_table: env.get("QNP_DYNAMODB_TABLE").map(str::to_owned),
             data_dir: PathBuf::from(env.get("QNP_DATA_DIR").unwrap_or("./.qnp")),
-            session_secret: env.get("QNP_SESSION_SECRET").map(str::to_owned),
+            session_secret: env.get("QNP_SESSION_SECRET").map(Secret::new),
             openai: upstream(
                 "QNP_OPENAI_BASE_URL",
                 "https://api.openai.com/v1",
@@ -327,14 +351,14 @@ impl Config {
             plans_json: env.get("QNP_PLANS").map(str::to_owned),
             dashboard_dir: env.get("QNP_DASHBOARD_DIR").map(PathBuf::from),
             stripe: StripeConfig {
-                secret_key: env.get("STRIPE_SECRET_KEY").map(str::to_owned),
+                secret_key: env.get("STRIPE_SECRET_KEY").map(Secret::new),
                 webhook_secrets: env
                     .get("STRIPE_WEBHOOK_SECRET")
                     .map(|v| {
                         v.split(',')
                             .map(str::trim)
                             .filter(|s| !s.is_empty())
-                            .map(str::to_owned)
+                            .map(Secret::new)
                             .collect()
                     })
                     .unwrap_or_default(),
@@ -363,6 +387,7 @@ impl Config {
             privacy_updated: privacy_updated(env)?,
             privacy_file: env.get("QNP_PRIVACY_FILE").map(PathBuf::from),
             edge_configured: env.get("QNP_EDGE_SECRET").is_some(),
+            response_streaming: env.parse("QNP_RESPONSE_STREAMING", false)?,
         })
     }
 }
@@ -402,7 +427,7 @@ fn google(env: &Env) -> Result<Option<GoogleConfig>, ConfigError> {
     };
     Ok(Some(GoogleConfig {
         client_id: v[0].into(),
-        client_secret: v[1].into(),
+        client_secret: Secret::new(v[1]),
         issuer: env.url("QNP_GOOGLE_ISSUER", "https://accounts.google.com")?,
     }))
 }
@@ -429,7 +454,7 @@ fn apple(env: &Env) -> Result<Option<AppleConfig>, ConfigError> {
         client_id: v[0].into(),
         team_id: v[1].into(),
         key_id: v[2].into(),
-        private_key,
+        private_key: Secret::new(private_key),
         issuer: env.url("QNP_APPLE_ISSUER", "https://appleid.apple.com")?,
     }))
 }
@@ -446,7 +471,7 @@ fn billing_grace(env: &Env) -> Result<time::Duration, ConfigError> {
 }
 
 fn usage_retention_days(env: &Env) -> Result<i64, ConfigError> {
-    let max = crate::retention::USAGE_RETENTION_DAYS;
+    let max = crate::retention_periods::USAGE_RETENTION_DAYS;
     let days: i64 = env.parse("QNP_USAGE_RETENTION_DAYS", max)?;
     if !(1..=max).contains(&days) {
         return Err(ConfigError::Malformed {
@@ -495,6 +520,40 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("./.qnp"));
         assert_eq!(config.openai.base_url, "https://api.openai.com/v1");
         assert_eq!(config.mongodb_db, "qnp");
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let config = Config::from_env(&Env::from_pairs([
+            ("QNP_MONGODB_URI", "mongodb://user:hunter2-db@db.example/"),
+            ("QNP_SESSION_SECRET", "hunter2-session"),
+            ("OPENAI_API_KEY", "sk-hunter2-openai"),
+            ("ANTHROPIC_API_KEY", "sk-ant-hunter2"),
+            ("GEMINI_API_KEY", "hunter2-gemini"),
+            ("STRIPE_SECRET_KEY", "sk_live_hunter2"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_hunter2a,whsec_hunter2b"),
+            ("GOOGLE_CLIENT_ID", "client.apps"),
+            ("GOOGLE_CLIENT_SECRET", "GOCSPX-hunter2"),
+        ]))
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("client.apps") && shown.contains("<secret>"));
+        assert_eq!(config.openai.api_key.as_deref(), Some("sk-hunter2-openai"));
+    }
+
+    #[test]
+    fn response_streaming_is_read_with_the_rest() {
+        let on = Env::from_pairs([("QNP_RESPONSE_STREAMING", "true")]);
+        assert!(Config::from_env(&on).unwrap().response_streaming);
+        assert!(
+            !Config::from_env(&Env::default())
+                .unwrap()
+                .response_streaming
+        );
+        let bad = Env::from_pairs([("QNP_RESPONSE_STREAMING", "yes")]);
+        let err = Config::from_env(&bad).unwrap_err();
+        assert!(err.to_string().contains("QNP_RESPONSE_STREAMING"), "{err}");
     }
 
     #[test]

@@ -10,8 +10,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
-use rand::distr::Alphanumeric;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
@@ -20,7 +18,8 @@ use crate::accounts::ApiKeyRecord;
 use crate::error::GatewayError;
 use crate::store::RecordStore;
 
-pub const KEY_PREFIX: &str = "qnp_";
+pub use crate::ids::{KEY_PREFIX, random_token};
+
 const KEY_ID_LEN: usize = 16;
 const SECRET_LEN: usize = 40;
 /// Entries kept for wrong secrets, so guessing against a known key id cannot make us run bcrypt in a loop.
@@ -35,14 +34,6 @@ pub const FAILURES_PER_KEY_PER_MINUTE: u32 = 10;
 pub const FAILURES_PER_SOURCE_PER_MINUTE: u32 = 30;
 /// Entries the failure counters keep before old minutes are dropped.
 const MAX_FAILURE_ENTRIES: usize = 100_000;
-
-pub fn random_token(len: usize) -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
-}
 
 /// A freshly generated key: the plaintext is shown to the user once and then dropped.
 pub struct NewKey {
@@ -93,7 +84,7 @@ pub struct AuthorizedKey {
     /// The account's own plan; a live subscription in `billing` overrides it (see `plan_in_force`).
     pub plan: String,
     pub restricted: bool,
-    pub billing: crate::billing::Billing,
+    pub billing: crate::subscription::Billing,
 }
 
 impl AuthorizedKey {
@@ -405,6 +396,7 @@ mod tests {
     }
 
     async fn verifier_with_key() -> (tempfile::TempDir, Arc<KeyVerifier>, NewKey) {
+        use crate::store::{AccountStore, KeyStore};
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(crate::store::embedded::EmbeddedStore::open(dir.path()).unwrap());
         let account = store

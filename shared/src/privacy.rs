@@ -8,7 +8,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::retention::{ERASURE_DAYS, STRIPE_EVENT_DAYS};
+use crate::retention_periods::{ERASURE_DAYS, STRIPE_EVENT_DAYS};
 use crate::sessions::{OAUTH_STATE_COOKIE, OAUTH_STATE_TTL_SECS, SESSION_COOKIE, SESSION_TTL_SECS};
 use crate::usage::CSV_HEADER;
 

@@ -16,13 +16,7 @@ use crate::billing::stripe_api::StripeApi;
 use crate::limits::counter_prefixes_for_key;
 use crate::store::{CounterStore, Erased, RecordStore};
 
-/// The longest usage rows are kept (the privacy policy's promise); `QNP_USAGE_RETENTION_DAYS` may
-/// shorten it.
-pub const USAGE_RETENTION_DAYS: i64 = 30;
-/// A deleted account is gone within this many days (in practice by the next daily pass).
-pub const ERASURE_DAYS: i64 = 30;
-/// Processed Stripe event ids are forgotten after this many days (Stripe retries for three).
-pub const STRIPE_EVENT_DAYS: i64 = 30;
+pub use crate::retention_periods::{ERASURE_DAYS, STRIPE_EVENT_DAYS, USAGE_RETENTION_DAYS};
 const BATCH: u64 = 5_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -1,14 +1,12 @@
 //! Reads the gateway's secret values from AWS Secrets Manager at cold start.
 
-use crate::config::ConfigError;
-
-/// The endpoint override DESIGN.md documents. The SDK itself derives its per-service variable from the
+/// The endpoint override docs/contracts.md documents. The SDK itself derives its per-service variable from the
 /// service id ("Secrets Manager"), i.e. `AWS_ENDPOINT_URL_SECRETS_MANAGER`; both are honoured.
 const ENDPOINT_OVERRIDE: &str = "AWS_ENDPOINT_URL_SECRETSMANAGER";
 
 /// Fetches the secret's string value, from the endpoint override when one is set (how tests reach a
-/// local Secrets Manager).
-pub async fn fetch_secret_string(secret_id: &str) -> Result<String, ConfigError> {
+/// local Secrets Manager). The error is why it could not be read (configuration names the variable).
+pub async fn fetch_secret_string(secret_id: &str) -> Result<String, String> {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(endpoint) = std::env::var(ENDPOINT_OVERRIDE)
         .ok()
@@ -23,15 +21,9 @@ pub async fn fetch_secret_string(secret_id: &str) -> Result<String, ConfigError>
         .secret_id(secret_id)
         .send()
         .await
-        .map_err(|e| ConfigError::Secret {
-            secret_id: secret_id.into(),
-            reason: aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
-        })?;
+        .map_err(|e| aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string())?;
     output
         .secret_string()
         .map(str::to_owned)
-        .ok_or_else(|| ConfigError::Secret {
-            secret_id: secret_id.into(),
-            reason: "it has no string value".into(),
-        })
+        .ok_or_else(|| "it has no string value".to_owned())
 }

@@ -98,7 +98,7 @@ fn one() -> u64 {
     1
 }
 
-/// The CSV export's columns, in the order DESIGN.md fixes.
+/// The CSV export's columns, in the order docs/contracts.md fixes.
 pub const CSV_HEADER: [&str; 16] = [
     "timestamp",
     "request_id",

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::refusals::Refusals;
-use crate::store::RecordStore;
+use crate::store::UsageStore;
 use crate::usage::UsageRecord;
 
 const BATCH: usize = 512;
@@ -30,7 +30,7 @@ pub struct UsageLog {
 
 #[derive(Clone)]
 enum Mode {
-    Inline(Arc<dyn RecordStore>),
+    Inline(Arc<dyn UsageStore>),
     Background(mpsc::Sender<UsageRecord>),
 }
 
@@ -49,14 +49,14 @@ impl UsageWriter {
 }
 
 impl UsageLog {
-    pub fn inline(store: Arc<dyn RecordStore>) -> UsageLog {
+    pub fn inline(store: Arc<dyn UsageStore>) -> UsageLog {
         UsageLog {
             mode: Mode::Inline(store),
             refusals: Arc::default(),
         }
     }
 
-    pub fn background(store: Arc<dyn RecordStore>) -> (UsageLog, UsageWriter) {
+    pub fn background(store: Arc<dyn UsageStore>) -> (UsageLog, UsageWriter) {
         let (tx, mut rx) = mpsc::channel::<UsageRecord>(QUEUE);
         let refusals = Arc::<Refusals>::default();
         let summaries = refusals.clone();
@@ -138,7 +138,7 @@ impl UsageLog {
 }
 
 /// Inserts are idempotent by request id, so retrying a write that may have landed is safe.
-async fn write_with_retry(store: &dyn RecordStore, rows: &[UsageRecord]) {
+async fn write_with_retry(store: &dyn UsageStore, rows: &[UsageRecord]) {
     for attempt in 0..3u32 {
         match store.insert_usage(rows).await {
             Ok(()) => return,

@@ -60,7 +60,7 @@ pub type PublicRoute = (Method, &'static str);
 #[derive(Clone)]
 pub struct Guard {
     pub web: Arc<WebAuth>,
-    pub public: &'static [PublicRoute],
+    pub public: Arc<[PublicRoute]>,
 }
 
 /// The origin part of a URL: `https://qnp.example.com/x` → `https://qnp.example.com`.
@@ -88,6 +88,20 @@ fn same_origin(headers: &HeaderMap, public_origin: &str) -> bool {
 
 fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The router of a function whose routes need a session unless they are `Access::Public`: deny by
+/// default, every state change checked against the dashboard's origin.
+pub fn guarded<S: Clone + Send + Sync + 'static>(
+    endpoints: Vec<crate::routes::Endpoint<S>>,
+    web: Arc<WebAuth>,
+) -> axum::Router<S> {
+    let guard = Guard {
+        web,
+        public: crate::routes::public(&endpoints).into(),
+    };
+    crate::routes::mount(endpoints)
+        .route_layer(axum::middleware::from_fn_with_state(guard, self::guard))
 }
 
 /// Middleware: `axum::middleware::from_fn_with_state(guard, qnp_shared::web::guard)`.

@@ -333,7 +333,7 @@ pub struct CountingKeyReads {
 }
 
 #[async_trait::async_trait]
-impl qnp_shared::store::RecordStore for CountingKeyReads {
+impl qnp_shared::store::AccountStore for CountingKeyReads {
     async fn account_for_email(
         &self,
         email: &str,
@@ -341,18 +341,22 @@ impl qnp_shared::store::RecordStore for CountingKeyReads {
     ) -> anyhow::Result<qnp_shared::accounts::Account> {
         self.inner.account_for_email(email, plan).await
     }
+
     async fn account(&self, id: &str) -> anyhow::Result<Option<qnp_shared::accounts::Account>> {
         self.inner.account(id).await
     }
+
     async fn account_by_email(
         &self,
         email: &str,
     ) -> anyhow::Result<Option<qnp_shared::accounts::Account>> {
         self.inner.account_by_email(email).await
     }
+
     async fn set_plan(&self, id: &str, plan: &str) -> anyhow::Result<()> {
         self.inner.set_plan(id, plan).await
     }
+
     async fn update_profile(
         &self,
         id: &str,
@@ -360,15 +364,22 @@ impl qnp_shared::store::RecordStore for CountingKeyReads {
     ) -> anyhow::Result<qnp_shared::accounts::ProfileUpdate> {
         self.inner.update_profile(id, change).await
     }
+
     async fn set_restricted(&self, id: &str, restricted: bool) -> anyhow::Result<bool> {
         self.inner.set_restricted(id, restricted).await
     }
+
     async fn bump_session_version(&self, id: &str) -> anyhow::Result<()> {
         self.inner.bump_session_version(id).await
     }
+
     async fn request_deletion(&self, id: &str, at: OffsetDateTime) -> anyhow::Result<()> {
         self.inner.request_deletion(id, at).await
     }
+}
+
+#[async_trait::async_trait]
+impl qnp_shared::store::IdentityStore for CountingKeyReads {
     async fn identity(
         &self,
         provider: &str,
@@ -376,18 +387,25 @@ impl qnp_shared::store::RecordStore for CountingKeyReads {
     ) -> anyhow::Result<Option<qnp_shared::accounts::Identity>> {
         self.inner.identity(provider, subject).await
     }
+
     async fn link_identity(&self, identity: &qnp_shared::accounts::Identity) -> anyhow::Result<()> {
         self.inner.link_identity(identity).await
     }
+
     async fn identities_for_account(
         &self,
         id: &str,
     ) -> anyhow::Result<Vec<qnp_shared::accounts::Identity>> {
         self.inner.identities_for_account(id).await
     }
+}
+
+#[async_trait::async_trait]
+impl qnp_shared::store::KeyStore for CountingKeyReads {
     async fn insert_key(&self, key: &qnp_shared::accounts::ApiKeyRecord) -> anyhow::Result<()> {
         self.inner.insert_key(key).await
     }
+
     async fn insert_key_within(
         &self,
         key: &qnp_shared::accounts::ApiKeyRecord,
@@ -395,6 +413,7 @@ impl qnp_shared::store::RecordStore for CountingKeyReads {
     ) -> anyhow::Result<bool> {
         self.inner.insert_key_within(key, max_active).await
     }
+
     async fn key(
         &self,
         key_id: &str,
@@ -402,27 +421,37 @@ impl qnp_shared::store::RecordStore for CountingKeyReads {
         self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.key(key_id).await
     }
+
     async fn keys_for_account(
         &self,
         id: &str,
     ) -> anyhow::Result<Vec<qnp_shared::accounts::ApiKeyRecord>> {
         self.inner.keys_for_account(id).await
     }
+
     async fn rename_key(&self, key_id: &str, name: Option<&str>) -> anyhow::Result<bool> {
         self.inner.rename_key(key_id, name).await
     }
+
     async fn revoke_key(&self, key_id: &str, at: OffsetDateTime) -> anyhow::Result<bool> {
         self.inner.revoke_key(key_id, at).await
     }
+
     async fn touch_key(&self, key_id: &str, at: OffsetDateTime) -> anyhow::Result<()> {
         self.inner.touch_key(key_id, at).await
     }
+}
+
+#[async_trait::async_trait]
+impl qnp_shared::store::UsageStore for CountingKeyReads {
     async fn insert_usage(&self, rows: &[UsageRecord]) -> anyhow::Result<()> {
         self.inner.insert_usage(rows).await
     }
+
     async fn recent_usage(&self, id: &str, limit: u64) -> anyhow::Result<Vec<UsageRecord>> {
         self.inner.recent_usage(id, limit).await
     }
+
     async fn usage_totals(
         &self,
         id: &str,
@@ -431,27 +460,49 @@ impl qnp_shared::store::RecordStore for CountingKeyReads {
     ) -> anyhow::Result<Vec<qnp_shared::store::UsageTotals>> {
         self.inner.usage_totals(id, from, to).await
     }
+
+    fn usage_for_account(
+        &self,
+        id: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> futures_util::stream::BoxStream<'static, anyhow::Result<UsageRecord>> {
+        self.inner.usage_for_account(id, from, to)
+    }
+}
+
+#[async_trait::async_trait]
+impl qnp_shared::store::ErasureStore for CountingKeyReads {
     async fn delete_usage_before(&self, cutoff: OffsetDateTime, limit: u64) -> anyhow::Result<u64> {
         self.inner.delete_usage_before(cutoff, limit).await
     }
+
     async fn count_usage_before(&self, cutoff: OffsetDateTime) -> anyhow::Result<u64> {
         self.inner.count_usage_before(cutoff).await
     }
+
     async fn accounts_pending_erasure(
         &self,
         limit: u64,
     ) -> anyhow::Result<Vec<qnp_shared::accounts::Account>> {
         self.inner.accounts_pending_erasure(limit).await
     }
+
     async fn erase_usage_of(&self, id: &str, limit: u64) -> anyhow::Result<u64> {
         self.inner.erase_usage_of(id, limit).await
     }
+
     async fn erase_account(&self, id: &str) -> anyhow::Result<qnp_shared::store::Erased> {
         self.inner.erase_account(id).await
     }
+
     async fn count_account_data(&self, id: &str) -> anyhow::Result<qnp_shared::store::Erased> {
         self.inner.count_account_data(id).await
     }
+}
+
+#[async_trait::async_trait]
+impl qnp_shared::store::BillingStore for CountingKeyReads {
     async fn update_billing(
         &self,
         id: &str,
@@ -462,12 +513,17 @@ impl qnp_shared::store::RecordStore for CountingKeyReads {
             .update_billing(id, expected_version, billing)
             .await
     }
+
     async fn account_by_stripe_customer(
         &self,
         customer_id: &str,
     ) -> anyhow::Result<Option<qnp_shared::accounts::Account>> {
         self.inner.account_by_stripe_customer(customer_id).await
     }
+}
+
+#[async_trait::async_trait]
+impl qnp_shared::store::StripeEventStore for CountingKeyReads {
     async fn claim_stripe_event(
         &self,
         event_id: &str,
@@ -476,6 +532,7 @@ impl qnp_shared::store::RecordStore for CountingKeyReads {
     ) -> anyhow::Result<qnp_shared::store::EventClaim> {
         self.inner.claim_stripe_event(event_id, now, lease).await
     }
+
     async fn complete_stripe_event(
         &self,
         event_id: &str,
@@ -483,19 +540,13 @@ impl qnp_shared::store::RecordStore for CountingKeyReads {
     ) -> anyhow::Result<()> {
         self.inner.complete_stripe_event(event_id, now).await
     }
+
     async fn release_stripe_event(&self, event_id: &str) -> anyhow::Result<()> {
         self.inner.release_stripe_event(event_id).await
     }
+
     async fn delete_stripe_events_before(&self, cutoff: OffsetDateTime) -> anyhow::Result<u64> {
         self.inner.delete_stripe_events_before(cutoff).await
-    }
-    fn usage_for_account(
-        &self,
-        id: &str,
-        from: OffsetDateTime,
-        to: OffsetDateTime,
-    ) -> futures_util::stream::BoxStream<'static, anyhow::Result<UsageRecord>> {
-        self.inner.usage_for_account(id, from, to)
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
-use qnp_shared::store::{CounterOutcome, CounterStore, RecordStore};
+use qnp_shared::store::{AccountStore, CounterOutcome, CounterStore, RecordStore};
 use qnp_shared::usage::{TokenUsage, UsageRecord};
 use time::{Duration, OffsetDateTime};
 
@@ -737,4 +737,179 @@ async fn embedded_store_keeps_data_across_reopen() {
             .id,
         id
     );
+}
+
+/// The usage summary, the retention cleaner's deletions and the erasure of an account, method by method.
+async fn usage_and_erasure_contract(store: Arc<dyn RecordStore>) {
+    use qnp_shared::accounts::Identity;
+    use time::macros::datetime;
+    let eve = store
+        .account_for_email("eve@example.com", "free")
+        .await
+        .unwrap();
+    let fay = store
+        .account_for_email("fay@example.com", "free")
+        .await
+        .unwrap();
+    let day1 = datetime!(2026-03-01 10:00 UTC);
+    let day2 = datetime!(2026-03-02 23:59:59.5 UTC);
+    let mut rows = vec![
+        usage_row(&eve.id, "k1", "u1", day1),
+        usage_row(&eve.id, "k1", "u2", day1 + Duration::hours(1)),
+        usage_row(&eve.id, "k1", "u3", day2),
+        usage_row(&fay.id, "k2", "u4", day1),
+    ];
+    rows[1].model = "anthropic/claude-sonnet-4-5".into();
+    // A row that sums up five refusals counts as five requests.
+    rows[2].count = 5;
+    rows[2].usage = TokenUsage::default();
+    rows[2].cost_usd = 0.0;
+    store.insert_usage(&rows).await.unwrap();
+
+    // Totals: per UTC day and model, ordered by day then model, only the account's, only in range.
+    let totals = store
+        .usage_totals(&eve.id, day1 - Duration::days(1), day2 + Duration::days(1))
+        .await
+        .unwrap();
+    let shown: Vec<(&str, &str, u64, u64, u64)> = totals
+        .iter()
+        .map(|t| {
+            (
+                t.day.as_str(),
+                t.model.as_str(),
+                t.requests,
+                t.prompt_tokens,
+                t.completion_tokens,
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        vec![
+            ("2026-03-01", "anthropic/claude-sonnet-4-5", 1, 10, 20),
+            ("2026-03-01", "openai/gpt-4o-mini", 1, 10, 20),
+            ("2026-03-02", "openai/gpt-4o-mini", 5, 0, 0),
+        ]
+    );
+    assert!((totals[1].cost_usd - 0.000123).abs() < 1e-12);
+    let only_day2 = store
+        .usage_totals(
+            &eve.id,
+            datetime!(2026-03-02 00:00 UTC),
+            day2 + Duration::seconds(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(only_day2.len(), 1);
+    assert!(
+        store
+            .usage_totals(
+                &eve.id,
+                day2 + Duration::seconds(1),
+                day2 + Duration::days(9)
+            )
+            .await
+            .unwrap()
+            .is_empty(),
+        "the end of the range is exclusive"
+    );
+
+    // Retention: counts and deletes rows strictly before the cutoff, of every account, in batches.
+    let cutoff = datetime!(2026-03-02 00:00 UTC);
+    assert_eq!(store.count_usage_before(cutoff).await.unwrap(), 3);
+    assert_eq!(store.delete_usage_before(cutoff, 2).await.unwrap(), 2);
+    assert_eq!(store.count_usage_before(cutoff).await.unwrap(), 1);
+    assert_eq!(store.delete_usage_before(cutoff, 10).await.unwrap(), 1);
+    assert_eq!(store.delete_usage_before(cutoff, 10).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .count_usage_before(day2 + Duration::days(1))
+            .await
+            .unwrap(),
+        1,
+        "the row after the cutoff stays"
+    );
+
+    // Erasure: pending accounts oldest request first; counting removes nothing; erasing removes it all.
+    let key = qnp_shared::keys::generate(&fay.id, None, 4, ms(OffsetDateTime::now_utc())).unwrap();
+    store.insert_key(&key.record).await.unwrap();
+    store
+        .link_identity(&Identity {
+            provider: "google".into(),
+            subject: "sub-fay".into(),
+            account_id: fay.id.clone(),
+            email: Some("fay@example.com".into()),
+            created_at: ms(OffsetDateTime::now_utc()),
+        })
+        .await
+        .unwrap();
+    store
+        .insert_usage(&[
+            usage_row(&fay.id, "k2", "u5", day2),
+            usage_row(&fay.id, "k2", "u6", day2),
+        ])
+        .await
+        .unwrap();
+    assert!(store.accounts_pending_erasure(10).await.unwrap().is_empty());
+    store
+        .request_deletion(&eve.id, datetime!(2026-03-05 00:00 UTC))
+        .await
+        .unwrap();
+    store
+        .request_deletion(&fay.id, datetime!(2026-03-04 00:00 UTC))
+        .await
+        .unwrap();
+    let pending: Vec<String> = store
+        .accounts_pending_erasure(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(pending, vec![fay.id.clone(), eve.id.clone()]);
+    assert_eq!(store.accounts_pending_erasure(1).await.unwrap().len(), 1);
+
+    let before = store.count_account_data(&fay.id).await.unwrap();
+    assert_eq!(
+        (before.usage_rows, before.keys, before.accounts),
+        (2, 1, 1),
+        "{before:?}"
+    );
+    assert_eq!(store.count_account_data(&fay.id).await.unwrap(), before);
+    assert_eq!(store.erase_usage_of(&fay.id, 1).await.unwrap(), 1);
+    assert_eq!(
+        store.count_account_data(&fay.id).await.unwrap().usage_rows,
+        1
+    );
+    let erased = store.erase_account(&fay.id).await.unwrap();
+    assert_eq!(
+        (erased.usage_rows, erased.keys, erased.accounts),
+        (1, 1, 1),
+        "{erased:?}"
+    );
+    assert_eq!(erased.identities, before.identities);
+    assert!(store.account(&fay.id).await.unwrap().is_none());
+    assert!(store.key(&key.record.key_id).await.unwrap().is_none());
+    assert!(store.identity("google", "sub-fay").await.unwrap().is_none());
+    assert_eq!(
+        store.count_account_data(&fay.id).await.unwrap(),
+        qnp_shared::store::Erased::default()
+    );
+    // The other account is untouched.
+    assert!(store.account(&eve.id).await.unwrap().is_some());
+    assert_eq!(
+        store.count_account_data(&eve.id).await.unwrap().usage_rows,
+        1
+    );
+}
+
+#[tokio::test]
+async fn embedded_store_passes_the_usage_and_erasure_contract() {
+    let (_dir, store) = embedded().await;
+    usage_and_erasure_contract(store).await;
+}
+
+#[tokio::test]
+async fn mongodb_passes_the_usage_and_erasure_contract() {
+    usage_and_erasure_contract(mongo().await).await;
 }

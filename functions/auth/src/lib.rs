@@ -1,16 +1,16 @@
 //! The `auth` function: sign-in with Google and Apple, the session cookie, the account and its API keys.
 //!
-//! Every route goes through `qnp_shared::web::guard`: deny by default, with `PUBLIC_ROUTES` the only
+//! Every route goes through `qnp_shared::web::guard`: deny by default, with the `Public` endpoints the only
 //! routes reachable without a session, and every state change checked against the dashboard's origin.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::http::Method;
-use axum::routing::{get, post};
 use qnp_shared::GatewayError;
 use qnp_shared::config::{AppleConfig, Config};
-use qnp_shared::web::{Guard, PublicRoute, WebAuth};
+use qnp_shared::routes::{Access, Endpoint};
+use qnp_shared::web::WebAuth;
 
 mod account;
 mod apple;
@@ -18,16 +18,6 @@ mod keys;
 mod login;
 pub mod oidc;
 mod signin;
-
-/// The only routes served without a session: starting and finishing a sign-in, and asking whether one
-/// is signed in (which the dashboard does before anything else).
-pub const PUBLIC_ROUTES: &[PublicRoute] = &[
-    (Method::GET, "/auth/session"),
-    (Method::GET, "/auth/google/login"),
-    (Method::GET, "/auth/google/callback"),
-    (Method::GET, "/auth/apple/login"),
-    (Method::POST, "/auth/apple/callback"),
-];
 
 /// A configured identity provider.
 pub struct SignInProvider {
@@ -79,7 +69,7 @@ impl Auth {
             relying: oidc::Relying::new(&g.issuer, &g.client_id, http.clone()),
             scope: "openid email profile",
             form_post: false,
-            secret: ClientSecret::Static(g.client_secret.clone()),
+            secret: ClientSecret::Static(g.client_secret.to_string()),
         });
         let apple = config.apple.as_ref().map(|a| SignInProvider {
             relying: oidc::Relying::new(&a.issuer, &a.client_id, http.clone()),
@@ -109,37 +99,55 @@ impl Auth {
     }
 }
 
+/// The auth function's routes. Only starting and finishing a sign-in, and asking whether one is signed
+/// in (which the dashboard does before anything else), are served without a session.
+pub fn endpoints() -> Vec<Endpoint<Arc<Auth>>> {
+    use Access::{Public, Session};
+    vec![
+        Endpoint::new(Method::GET, "/auth/session", Public, login::session),
+        Endpoint::new(
+            Method::GET,
+            "/auth/google/login",
+            Public,
+            login::google_login,
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/auth/google/callback",
+            Public,
+            login::google_callback,
+        ),
+        Endpoint::new(Method::GET, "/auth/apple/login", Public, login::apple_login),
+        Endpoint::new(
+            Method::POST,
+            "/auth/apple/callback",
+            Public,
+            login::apple_callback,
+        ),
+        Endpoint::new(Method::POST, "/auth/logout", Session, login::logout),
+        Endpoint::new(Method::GET, "/account", Session, account::get),
+        Endpoint::new(Method::PATCH, "/account", Session, account::patch),
+        Endpoint::new(Method::DELETE, "/account", Session, account::delete),
+        Endpoint::new(
+            Method::POST,
+            "/account/restrict",
+            Session,
+            account::restrict,
+        ),
+        Endpoint::new(
+            Method::DELETE,
+            "/account/restrict",
+            Session,
+            account::lift_restriction,
+        ),
+        Endpoint::new(Method::GET, "/keys", Session, keys::list),
+        Endpoint::new(Method::POST, "/keys", Session, keys::create),
+        Endpoint::new(Method::PATCH, "/keys/{id}", Session, keys::rename),
+        Endpoint::new(Method::DELETE, "/keys/{id}", Session, keys::revoke),
+    ]
+}
+
 /// The auth function's routes, guarded; whoever serves it applies `qnp_shared::web::with_fallbacks` once.
 pub fn router(auth: Arc<Auth>) -> Router {
-    let guard = Guard {
-        web: auth.web.clone(),
-        public: PUBLIC_ROUTES,
-    };
-    Router::new()
-        .route("/auth/session", get(login::session))
-        .route("/auth/google/login", get(login::google_login))
-        .route("/auth/google/callback", get(login::google_callback))
-        .route("/auth/apple/login", get(login::apple_login))
-        .route("/auth/apple/callback", post(login::apple_callback))
-        .route("/auth/logout", post(login::logout))
-        .route(
-            "/account",
-            get(account::get)
-                .patch(account::patch)
-                .delete(account::delete),
-        )
-        .route(
-            "/account/restrict",
-            post(account::restrict).delete(account::lift_restriction),
-        )
-        .route("/keys", get(keys::list).post(keys::create))
-        .route(
-            "/keys/{id}",
-            axum::routing::patch(keys::rename).delete(keys::revoke),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(
-            guard,
-            qnp_shared::web::guard,
-        ))
-        .with_state(auth)
+    qnp_shared::web::guarded(endpoints(), auth.web.clone()).with_state(auth)
 }

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use qnp_shared::GatewayError;
+use qnp_shared::routes::{self, Access, Endpoint};
 
 mod assets {
     include!(concat!(env!("OUT_DIR"), "/assets.rs"));
@@ -134,13 +134,18 @@ async fn privacy_json(State(dashboard): State<Arc<Dashboard>>) -> Response {
 }
 
 /// The page and its files. No session is needed to load them: the page asks the API who is signed in.
+pub fn endpoints() -> Vec<Endpoint<Arc<Dashboard>>> {
+    use Access::Public;
+    vec![
+        Endpoint::new(Method::GET, "/", Public, index),
+        Endpoint::new(Method::GET, "/assets/{*name}", Public, asset),
+        Endpoint::new(Method::GET, "/privacy", Public, privacy_page),
+        Endpoint::new(Method::GET, "/privacy.json", Public, privacy_json),
+    ]
+}
+
 pub fn router(dashboard: Arc<Dashboard>) -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route("/assets/{*name}", get(asset))
-        .route("/privacy", get(privacy_page))
-        .route("/privacy.json", get(privacy_json))
-        .with_state(dashboard)
+    routes::mount(endpoints()).with_state(dashboard)
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
-use qnp_shared::web::{Guard, WebAuth};
+use axum::http::Method;
+use qnp_shared::routes::{Access, Endpoint};
+use qnp_shared::web::WebAuth;
 
 mod account_export;
 pub mod transfer;
@@ -28,20 +29,22 @@ impl Export {
     }
 }
 
-/// The export function's routes, all behind a session (no public routes).
+/// The export function's routes, all behind a session.
+pub fn endpoints() -> Vec<Endpoint<Arc<Export>>> {
+    use Access::Session;
+    vec![
+        Endpoint::new(Method::GET, "/usage", Session, usage::summary),
+        Endpoint::new(Method::GET, "/usage/export.csv", Session, usage::csv),
+        Endpoint::new(Method::GET, "/usage/calls", Session, usage::recent),
+        Endpoint::new(
+            Method::GET,
+            "/account/export",
+            Session,
+            account_export::export,
+        ),
+    ]
+}
+
 pub fn router(export: Arc<Export>) -> Router {
-    let guard = Guard {
-        web: export.web.clone(),
-        public: &[],
-    };
-    Router::new()
-        .route("/usage", get(usage::summary))
-        .route("/usage/export.csv", get(usage::csv))
-        .route("/usage/calls", get(usage::recent))
-        .route("/account/export", get(account_export::export))
-        .route_layer(axum::middleware::from_fn_with_state(
-            guard,
-            qnp_shared::web::guard,
-        ))
-        .with_state(export)
+    qnp_shared::web::guarded(endpoints(), export.web.clone()).with_state(export)
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::http::Method;
 use bytes::Bytes;
 use qnp_shared::budget::Budget;
 use qnp_shared::catalog::Catalog;
@@ -16,6 +16,7 @@ use qnp_shared::keys::KeyVerifier;
 use qnp_shared::limits::RateLimiter;
 use qnp_shared::plans::Plans;
 use qnp_shared::providers::Providers;
+use qnp_shared::routes::{self, Access, Endpoint};
 use qnp_shared::store::Stores;
 use qnp_shared::usage_log::UsageLog;
 
@@ -24,7 +25,9 @@ mod chat;
 mod embeddings;
 mod messages;
 mod models;
+mod pipeline;
 mod routing;
+mod streaming;
 
 /// Everything a proxied request needs, built once per process (per Lambda cold start).
 pub struct Proxy {
@@ -75,13 +78,34 @@ impl Proxy {
     }
 }
 
+/// The proxy's routes, all authenticated by an API key.
+pub fn endpoints() -> Vec<Endpoint<Arc<Proxy>>> {
+    use Access::ApiKey;
+    vec![
+        Endpoint::new(
+            Method::POST,
+            chat::ROUTE.endpoint,
+            ApiKey,
+            pipeline::serve(&chat::ROUTE),
+        ),
+        Endpoint::new(
+            Method::POST,
+            embeddings::ROUTE.endpoint,
+            ApiKey,
+            pipeline::serve(&embeddings::ROUTE),
+        ),
+        Endpoint::new(Method::GET, "/v1/models", ApiKey, models::handle),
+        Endpoint::new(
+            Method::POST,
+            messages::ROUTE.endpoint,
+            ApiKey,
+            pipeline::serve(&messages::ROUTE),
+        ),
+    ]
+}
+
 /// The proxy's routes, without fallbacks so `qnp serve` can merge it with the other functions' routers;
 /// whoever serves it applies `qnp_shared::web::with_fallbacks` once.
 pub fn router(proxy: Arc<Proxy>) -> Router {
-    Router::new()
-        .route("/v1/chat/completions", post(chat::handle))
-        .route("/v1/embeddings", post(embeddings::handle))
-        .route("/v1/models", get(models::handle))
-        .route("/v1/messages", post(messages::handle))
-        .with_state(proxy)
+    routes::mount(endpoints()).with_state(proxy)
 }

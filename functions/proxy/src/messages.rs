@@ -4,26 +4,26 @@
 //! the model name, and usage is read from Anthropic's own events. `openai/` models are served by
 //! translation (shared::providers::messages_bridge).
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
-use axum::response::Response;
 use qnp_shared::GatewayError;
 use qnp_shared::catalog::ModelKind;
 use qnp_shared::cost_bound::CostBound;
 use qnp_shared::error::Dialect;
-use qnp_shared::providers::{Reply, RequestBody};
+use qnp_shared::providers::RequestBody;
 
-use crate::call::begin_with_body;
-use crate::chat::stream_response;
-use crate::{Proxy, routing};
+use crate::pipeline::{Checked, Fallbacks, Route};
+use crate::routing::Api;
 
-const ENDPOINT: &str = "/v1/messages";
+pub const ROUTE: Route = Route {
+    endpoint: "/v1/messages",
+    dialect: Dialect::Anthropic,
+    validate,
+    model_kind: ModelKind::Chat,
+    wrong_kind: "is not a chat model",
+    fallbacks: Fallbacks::Configured,
+    api: Api::Messages,
+};
 
-fn validate(
-    body: &RequestBody,
-    body_bytes: usize,
-) -> Result<(String, bool, CostBound), GatewayError> {
+fn validate(body: &RequestBody, body_bytes: usize) -> Result<Checked, GatewayError> {
     let model: String = body
         .get("model", "a string naming a model as provider/model")?
         .ok_or_else(|| {
@@ -50,50 +50,11 @@ fn validate(
         ));
     }
     let stream = body.get::<bool>("stream", "a boolean")?.unwrap_or(false);
-    Ok((model, stream, bound))
-}
-
-pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
-    let (mut call, body) =
-        match begin_with_body(&proxy, request, ENDPOINT, Dialect::Anthropic).await {
-            Ok(started) => started,
-            Err(response) => return response,
-        };
-    let (body, (model_id, stream, bound)) =
-        match RequestBody::parse(&body).and_then(|b| validate(&b, body.len()).map(|v| (b, v))) {
-            Ok(parsed) => parsed,
-            Err(err) => return call.fail(err).await,
-        };
-    let Some(model) = proxy.catalog.get(&model_id).cloned() else {
-        return call.fail(GatewayError::UnknownModel(model_id)).await;
-    };
-    call.set_model(model.clone(), stream);
-    if model.kind != ModelKind::Chat {
-        let err = GatewayError::WrongModelKind(format!("'{}' is not a chat model", model.id));
-        return call.fail(err).await;
-    }
-    let candidates = match routing::candidates(&proxy, &model, None) {
-        Ok(list) => list,
-        Err(err) => return call.fail(err).await,
-    };
-    if let Err(err) = call.reserve(&candidates, &bound).await {
-        return call.fail(err).await;
-    }
-    match routing::first_answer(&proxy, &candidates, &body, stream, routing::Api::Messages).await {
-        Err(err) => call.fail(err).await,
-        Ok((served_by, reply)) => {
-            call.set_model(served_by, stream);
-            match reply {
-                Reply::Complete { body, usage } => {
-                    {
-                        let usage = usage.unwrap_or_else(|| call.estimate(body.len()));
-                        call.respond(body, usage)
-                    }
-                    .await
-                }
-                // Anthropic streams carry their usage in ordinary events: nothing is held back.
-                Reply::Stream(events) => stream_response(call, events, true),
-            }
-        }
-    }
+    Ok(Checked {
+        model,
+        stream,
+        // Anthropic streams carry their usage in ordinary events: nothing is held back.
+        include_usage: true,
+        bound,
+    })
 }

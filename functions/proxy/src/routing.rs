@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use qnp_shared::GatewayError;
 use qnp_shared::catalog::{Model, ModelKind};
-use qnp_shared::providers::{ChatRequest, Reply, RequestBody, StreamItem};
+use qnp_shared::providers::{ChatRequest, Reply, RequestBody, StreamItem, retriable};
 use rand::Rng;
 
 use crate::Proxy;
@@ -19,17 +19,6 @@ use crate::Proxy;
 /// Attempts per candidate before moving to the next one.
 const ATTEMPTS_PER_MODEL: u32 = 2;
 const BASE_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Failures a retry or another provider may fix. Client errors (4xx other than 429) and timeouts (which
-/// already spent their time) are returned as they are.
-pub fn retriable(err: &GatewayError) -> bool {
-    matches!(
-        err,
-        GatewayError::UpstreamFailed
-            | GatewayError::UpstreamOverloaded
-            | GatewayError::UpstreamRateLimited { .. }
-    )
-}
 
 /// The models to try, in order: the requested one first.
 pub fn candidates(
@@ -65,15 +54,16 @@ fn backoff(attempt: u32) -> Duration {
     base.mul_f64(jitter)
 }
 
-/// The model that answered and its reply. A streamed reply has its first event already read (and put
-/// back): a stream that fails before producing anything counts as a failed attempt.
 /// Which API the call speaks; the provider answers in the same one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
     ChatCompletions,
     Messages,
+    Embeddings,
 }
 
+/// The model that answered and its reply. A streamed reply has its first event already read (and put
+/// back): a stream that fails before producing anything counts as a failed attempt.
 pub async fn first_answer(
     proxy: &Proxy,
     candidates: &[Arc<Model>],
@@ -108,6 +98,7 @@ pub async fn first_answer(
             let reply = match api {
                 Api::ChatCompletions => provider.chat(model, request).await,
                 Api::Messages => provider.messages(model, request).await,
+                Api::Embeddings => provider.embeddings(model, request.body).await,
             };
             let outcome = match reply {
                 Ok(Reply::Stream(events)) => peek(events).await,

@@ -19,7 +19,7 @@ use qnp_shared::web::{WebAuth, origin_of};
 /// `<data dir>/session-secret` (mode 0600) so sessions survive restarts.
 pub fn local_session_secret(config: &Config) -> anyhow::Result<String> {
     if let Some(secret) = &config.session_secret {
-        return Ok(secret.clone());
+        return Ok(secret.to_string());
     }
     let path = config.data_dir.join("session-secret");
     if let Ok(secret) = std::fs::read_to_string(&path)

@@ -7,20 +7,13 @@ use std::time::Duration;
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use qnp_shared::config::Config;
+use qnp_shared::lambda;
 use qnp_shared::retention::Cleaner;
-use qnp_shared::store::Stores;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .without_time()
-        .init();
-    let config = Config::load().await?;
-    config.require_cloud_stores()?;
-    let stores = Stores::from_config(&config).await?;
+    let config = lambda::config().await?;
+    let stores = lambda::stores(&config).await?;
     let cleaner = Arc::new(Cleaner {
         records: stores.records.clone(),
         counters: stores.counters.clone(),

@@ -7,20 +7,17 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::Method;
-use axum::routing::{get, post};
 use qnp_shared::billing::events::Webhooks;
 use qnp_shared::billing::stripe_api::StripeApi;
 use qnp_shared::budget::Budget;
 use qnp_shared::config::Config;
 use qnp_shared::plans::Plans;
+use qnp_shared::routes::{Access, Endpoint};
 use qnp_shared::store::Stores;
-use qnp_shared::web::{Guard, PublicRoute, WebAuth};
+use qnp_shared::web::WebAuth;
 
 mod billing;
 mod webhook;
-
-/// Stripe's deliveries carry no session; their signature is their authentication.
-const PUBLIC: &[PublicRoute] = &[(Method::POST, "/webhooks/stripe")];
 
 /// Everything the function's routes need, built once per process (per Lambda cold start).
 pub struct Payments {
@@ -49,7 +46,12 @@ impl Payments {
             webhooks: Webhooks {
                 records: stores.records.clone(),
                 stripe: stripe.clone(),
-                secrets: config.stripe.webhook_secrets.clone(),
+                secrets: config
+                    .stripe
+                    .webhook_secrets
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
                 grace,
                 key_cache: None,
             },
@@ -63,20 +65,23 @@ impl Payments {
     }
 }
 
+/// The function's routes. Stripe's deliveries carry no session: their signature is their authentication.
+pub fn endpoints() -> Vec<Endpoint<Arc<Payments>>> {
+    use Access::{Public, Session};
+    vec![
+        Endpoint::new(Method::POST, "/webhooks/stripe", Public, webhook::receive),
+        Endpoint::new(Method::GET, "/billing", Session, billing::status),
+        Endpoint::new(
+            Method::POST,
+            "/billing/checkout",
+            Session,
+            billing::checkout,
+        ),
+        Endpoint::new(Method::POST, "/billing/portal", Session, billing::portal),
+    ]
+}
+
 /// The function's routes, without fallbacks so `qnp serve` can merge it with the other functions.
 pub fn router(payments: Arc<Payments>) -> Router {
-    let guard = Guard {
-        web: payments.web.clone(),
-        public: PUBLIC,
-    };
-    Router::new()
-        .route("/webhooks/stripe", post(webhook::receive))
-        .route("/billing", get(billing::status))
-        .route("/billing/checkout", post(billing::checkout))
-        .route("/billing/portal", post(billing::portal))
-        .route_layer(axum::middleware::from_fn_with_state(
-            guard,
-            qnp_shared::web::guard,
-        ))
-        .with_state(payments)
+    qnp_shared::web::guarded(endpoints(), payments.web.clone()).with_state(payments)
 }

@@ -61,7 +61,7 @@ impl StripeApi {
         let _ = rustls::crypto::ring::default_provider().install_default();
         // async-stripe joins the base and `v1/...` without a separator.
         let base = format!("{}/", config.api_base.trim_end_matches('/'));
-        let client = stripe::ClientBuilder::new(key.clone())
+        let client = stripe::ClientBuilder::new(key.to_string())
             .url(base)
             .timeout(std::time::Duration::from_secs(20))
             .build()

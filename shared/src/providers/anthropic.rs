@@ -6,7 +6,7 @@
 //! writes, so the prompt total is the sum of the three, with cache reads and writes priced separately.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,9 +16,7 @@ use serde_json::{Map, Value, json};
 
 use super::openai_format::{now_unix, sse_event, stream_end, usage_json};
 use super::sse::{self, UpstreamEvents};
-use super::{
-    ChatRequest, Provider, Reply, RequestBody, StreamItem, Timeouts, bad, data_url, error_from,
-};
+use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Upstream, bad, data_url};
 use crate::catalog::Model;
 use crate::error::GatewayError;
 use crate::usage::TokenUsage;
@@ -29,10 +27,9 @@ pub const API_VERSION: &str = "2023-06-01";
 const DEFAULT_MAX_TOKENS: u64 = 8192;
 
 pub struct Anthropic {
-    http: reqwest::Client,
+    upstream: Upstream,
     messages_url: String,
     api_key: String,
-    timeouts: Timeouts,
 }
 
 /// One OpenAI content part as Anthropic blocks (text and images; empty text is dropped).
@@ -593,11 +590,9 @@ impl StreamTranslator {
 }
 
 fn event_stream(
-    response: reqwest::Response,
+    mut events: UpstreamEvents,
     model: &Model,
-    idle: Duration,
 ) -> futures_util::stream::BoxStream<'static, StreamItem> {
-    let mut events = UpstreamEvents::new(response, idle, "anthropic");
     let mut translator = StreamTranslator::new(model);
     async_stream::stream! {
         while let Some(event) = events.next().await {
@@ -628,10 +623,8 @@ fn event_stream(
 /// Reads usage out of a native Anthropic stream without changing a byte of it: `message_start` and the
 /// cumulative `message_delta` carry the counts, `message_stop` ends the protocol.
 fn passthrough_stream(
-    response: reqwest::Response,
-    idle: Duration,
+    mut events: UpstreamEvents,
 ) -> futures_util::stream::BoxStream<'static, StreamItem> {
-    let mut events = UpstreamEvents::new(response, idle, "anthropic");
     async_stream::stream! {
         let mut usage = AnthropicUsage::default();
         while let Some(event) = events.next().await {
@@ -675,49 +668,21 @@ fn passthrough_stream(
 }
 
 impl Anthropic {
-    async fn post(&self, body: Vec<u8>) -> Result<reqwest::Response, GatewayError> {
-        let send = self
-            .http
-            .post(&self.messages_url)
-            .header("x-api-key", &self.api_key)
-            .header("anthropic-version", API_VERSION)
-            .header("content-type", "application/json")
-            .body(body)
-            .send();
-        let response = match tokio::time::timeout(self.timeouts.first_byte, send).await {
-            Err(_) => return Err(GatewayError::UpstreamTimeout),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "anthropic upstream request failed");
-                return Err(GatewayError::UpstreamFailed);
-            }
-            Ok(Ok(response)) => response,
-        };
-        if response.status().as_u16() >= 400 {
-            return Err(error_from("anthropic", response, self.timeouts.first_byte).await);
-        }
-        Ok(response)
-    }
-
-    async fn whole_body(&self, response: reqwest::Response) -> Result<Bytes, GatewayError> {
-        match tokio::time::timeout(self.timeouts.first_byte, response.bytes()).await {
-            Ok(Ok(bytes)) => Ok(bytes),
-            Ok(Err(_)) => Err(GatewayError::UpstreamFailed),
-            Err(_) => Err(GatewayError::UpstreamTimeout),
-        }
-    }
-
-    pub fn new(
-        http: reqwest::Client,
-        base_url: &str,
-        api_key: &str,
-        timeouts: Timeouts,
-    ) -> Anthropic {
-        Anthropic {
-            http,
+    pub fn connect(upstream: Upstream, base_url: &str, api_key: &str) -> Arc<dyn Provider> {
+        Arc::new(Anthropic {
+            upstream,
             messages_url: format!("{base_url}/v1/messages"),
             api_key: api_key.to_owned(),
-            timeouts,
-        }
+        })
+    }
+
+    async fn post(&self, body: Vec<u8>) -> Result<reqwest::Response, GatewayError> {
+        let request = self
+            .upstream
+            .post(&self.messages_url, body)
+            .header("x-api-key", &self.api_key)
+            .header("anthropic-version", API_VERSION);
+        self.upstream.send(request).await
     }
 }
 
@@ -730,14 +695,11 @@ impl Provider for Anthropic {
             .await?;
         if request.stream {
             return Ok(Reply::Stream(event_stream(
-                response,
+                self.upstream.events(response),
                 model,
-                self.timeouts.idle,
             )));
         }
-        let bytes = self.whole_body(response).await?;
-        let message: Value =
-            serde_json::from_slice(&bytes).map_err(|_| GatewayError::UpstreamFailed)?;
+        let message: Value = self.upstream.json(response).await?;
         let (completion, usage) = to_chat_completion(&message, model);
         Ok(Reply::Complete {
             body: Bytes::from(serde_json::to_vec(&completion).expect("JSON serialises")),
@@ -760,11 +722,10 @@ impl Provider for Anthropic {
         let response = self.post(body.to_bytes().to_vec()).await?;
         if request.stream {
             return Ok(Reply::Stream(passthrough_stream(
-                response,
-                self.timeouts.idle,
+                self.upstream.events(response),
             )));
         }
-        let bytes = self.whole_body(response).await?;
+        let bytes = self.upstream.body(response).await?;
         let usage = serde_json::from_slice::<Value>(&bytes)
             .ok()
             .and_then(|m| serde_json::from_value::<AnthropicUsage>(m["usage"].clone()).ok())

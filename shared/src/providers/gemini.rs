@@ -12,7 +12,7 @@
 //! use) and is put back on the `functionCall` part when the history returns.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -23,9 +23,7 @@ use serde_json::{Map, Value, json};
 
 use super::openai_format::{now_unix, sse_event, stream_end, usage_json};
 use super::sse::{self, UpstreamEvents};
-use super::{
-    ChatRequest, Provider, Reply, RequestBody, StreamItem, Timeouts, bad, data_url, error_from,
-};
+use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Upstream, bad, data_url};
 use crate::catalog::Model;
 use crate::error::GatewayError;
 use crate::usage::TokenUsage;
@@ -39,10 +37,9 @@ const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
 const EMBED_BATCH: usize = 100;
 
 pub struct Gemini {
-    http: reqwest::Client,
+    upstream: Upstream,
     base_url: String,
     api_key: String,
-    timeouts: Timeouts,
 }
 
 /// The media type of a remote file, from its extension; `fallback` when there is none we know.
@@ -743,11 +740,9 @@ fn translate_event(translator: &mut StreamTranslator, event: &[u8]) -> Vec<Strea
 }
 
 fn event_stream(
-    response: reqwest::Response,
+    mut events: UpstreamEvents,
     model: &Model,
-    idle: Duration,
 ) -> futures_util::stream::BoxStream<'static, StreamItem> {
-    let mut events = UpstreamEvents::new(response, idle, "google");
     let mut translator = StreamTranslator::new(model);
     async_stream::stream! {
         while let Some(event) = events.next().await {
@@ -813,13 +808,12 @@ fn base64_floats(values: &[Value]) -> String {
 }
 
 impl Gemini {
-    pub fn new(http: reqwest::Client, base_url: &str, api_key: &str, timeouts: Timeouts) -> Gemini {
-        Gemini {
-            http,
+    pub fn connect(upstream: Upstream, base_url: &str, api_key: &str) -> Arc<dyn Provider> {
+        Arc::new(Gemini {
+            upstream,
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key: api_key.to_owned(),
-            timeouts,
-        }
+        })
     }
 
     /// `{base}/v1beta/models/{model}:{action}`, with the upstream name's own `models/` prefix tolerated.
@@ -832,35 +826,12 @@ impl Gemini {
     }
 
     async fn post(&self, url: &str, body: &Value) -> Result<reqwest::Response, GatewayError> {
-        let send = self
-            .http
-            .post(url)
-            .header("x-goog-api-key", &self.api_key)
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(body).expect("JSON serialises"))
-            .send();
-        let response = match tokio::time::timeout(self.timeouts.first_byte, send).await {
-            Err(_) => return Err(GatewayError::UpstreamTimeout),
-            Ok(Err(e)) if e.is_timeout() => return Err(GatewayError::UpstreamTimeout),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "gemini upstream request failed");
-                return Err(GatewayError::UpstreamFailed);
-            }
-            Ok(Ok(response)) => response,
-        };
-        if response.status().as_u16() >= 400 {
-            return Err(error_from("google", response, self.timeouts.first_byte).await);
-        }
-        Ok(response)
-    }
-
-    async fn json(&self, response: reqwest::Response) -> Result<Value, GatewayError> {
-        let bytes = match tokio::time::timeout(self.timeouts.first_byte, response.bytes()).await {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(_)) => return Err(GatewayError::UpstreamFailed),
-            Err(_) => return Err(GatewayError::UpstreamTimeout),
-        };
-        serde_json::from_slice(&bytes).map_err(|_| GatewayError::UpstreamFailed)
+        let body = serde_json::to_vec(body).expect("JSON serialises");
+        let request = self
+            .upstream
+            .post(url, body)
+            .header("x-goog-api-key", &self.api_key);
+        self.upstream.send(request).await
     }
 }
 
@@ -876,12 +847,11 @@ impl Provider for Gemini {
         let response = self.post(&url, &body).await?;
         if request.stream {
             return Ok(Reply::Stream(event_stream(
-                response,
+                self.upstream.events(response),
                 model,
-                self.timeouts.idle,
             )));
         }
-        let reply = self.json(response).await?;
+        let reply: Value = self.upstream.json(response).await?;
         let (completion, usage) = to_chat_completion(&reply, model);
         Ok(Reply::Complete {
             body: Bytes::from(serde_json::to_vec(&completion).expect("JSON serialises")),
@@ -923,7 +893,7 @@ impl Provider for Gemini {
                 })
                 .collect();
             let response = self.post(&url, &json!({"requests": requests})).await?;
-            let reply = self.json(response).await?;
+            let reply: Value = self.upstream.json(response).await?;
             let embeddings = reply["embeddings"]
                 .as_array()
                 .map(Vec::as_slice)

@@ -3,7 +3,7 @@
 //! reads usage out of the reply without altering it. Anthropic Messages requests (`/v1/messages`) are
 //! translated by `messages_bridge`.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -12,19 +12,16 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::sse::{self, UpstreamEvents};
-use super::{
-    ChatRequest, Provider, Reply, RequestBody, StreamItem, Timeouts, error_from, messages_bridge,
-};
+use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Upstream, messages_bridge};
 use crate::catalog::Model;
 use crate::error::GatewayError;
 use crate::usage::TokenUsage;
 
 pub struct OpenAi {
-    http: reqwest::Client,
+    upstream: Upstream,
     chat_url: String,
     embeddings_url: String,
     authorization: String,
-    timeouts: Timeouts,
 }
 
 /// OpenAI's usage object (chat and embeddings).
@@ -84,14 +81,13 @@ struct UsageProbe {
 const DONE: &[u8] = b"[DONE]";
 
 impl OpenAi {
-    pub fn new(http: reqwest::Client, base_url: &str, api_key: &str, timeouts: Timeouts) -> OpenAi {
-        OpenAi {
-            http,
+    pub fn connect(upstream: Upstream, base_url: &str, api_key: &str) -> Arc<dyn Provider> {
+        Arc::new(OpenAi {
+            upstream,
             chat_url: format!("{base_url}/chat/completions"),
             embeddings_url: format!("{base_url}/embeddings"),
             authorization: format!("Bearer {api_key}"),
-            timeouts,
-        }
+        })
     }
 
     async fn post(
@@ -100,54 +96,26 @@ impl OpenAi {
         body: Bytes,
         stream: bool,
     ) -> Result<reqwest::Response, GatewayError> {
-        let request = self
-            .http
-            .post(url)
-            .header("authorization", &self.authorization)
-            .header("content-type", "application/json")
-            .header(
-                "accept",
-                if stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                },
-            )
-            .body(body)
-            .send();
-        let response = match tokio::time::timeout(self.timeouts.first_byte, request).await {
-            Err(_) => return Err(GatewayError::UpstreamTimeout),
-            Ok(Err(e)) if e.is_timeout() => return Err(GatewayError::UpstreamTimeout),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "openai upstream request failed");
-                return Err(GatewayError::UpstreamFailed);
-            }
-            Ok(Ok(response)) => response,
+        let accept = if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
         };
-        if response.status().as_u16() >= 400 {
-            return Err(error_from("openai", response, self.timeouts.first_byte).await);
-        }
-        Ok(response)
+        let request = self
+            .upstream
+            .post(url, body)
+            .header("authorization", &self.authorization)
+            .header("accept", accept);
+        self.upstream.send(request).await
     }
 
     async fn complete(&self, response: reqwest::Response) -> Result<Reply, GatewayError> {
-        let body = read_body(response, self.timeouts.first_byte).await?;
+        let body = self.upstream.body(response).await?;
         let usage = serde_json::from_slice::<UsageProbe>(&body)
             .ok()
             .and_then(|p| p.usage)
             .map(TokenUsage::from);
         Ok(Reply::Complete { body, usage })
-    }
-}
-
-async fn read_body(response: reqwest::Response, limit: Duration) -> Result<Bytes, GatewayError> {
-    match tokio::time::timeout(limit, response.bytes()).await {
-        Err(_) => Err(GatewayError::UpstreamTimeout),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "reading the upstream body failed");
-            Err(GatewayError::UpstreamFailed)
-        }
-        Ok(Ok(body)) => Ok(body),
     }
 }
 
@@ -179,10 +147,8 @@ fn is_done(event: &[u8]) -> bool {
 /// Turns the upstream body into framed events, applying the idle timeout and flagging a stream that ends
 /// without OpenAI's `[DONE]` terminator as failed (the connection dropped).
 fn event_stream(
-    response: reqwest::Response,
-    idle: Duration,
+    mut events: UpstreamEvents,
 ) -> futures_util::stream::BoxStream<'static, StreamItem> {
-    let mut events = UpstreamEvents::new(response, idle, "openai");
     async_stream::stream! {
         while let Some(event) = events.next().await {
             let item = match event {
@@ -218,7 +184,7 @@ impl Provider for OpenAi {
             .post(&self.chat_url, body.to_bytes(), request.stream)
             .await?;
         if request.stream {
-            Ok(Reply::Stream(event_stream(response, self.timeouts.idle)))
+            Ok(Reply::Stream(event_stream(self.upstream.events(response))))
         } else {
             self.complete(response).await
         }
@@ -247,14 +213,10 @@ impl Provider for OpenAi {
             return Ok(Reply::Stream(messages_bridge::message_stream(
                 response.bytes_stream(),
                 translator,
-                self.timeouts.idle,
+                self.upstream.idle_timeout(),
             )));
         }
-        let bytes = read_body(response, self.timeouts.first_byte).await?;
-        let completion: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
-            tracing::warn!("unparsable openai reply");
-            GatewayError::UpstreamFailed
-        })?;
+        let completion: serde_json::Value = self.upstream.json(response).await?;
         let (message, usage) =
             messages_bridge::to_message(&completion, model, &translated.tool_names)?;
         Ok(Reply::Complete {

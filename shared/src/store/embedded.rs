@@ -21,11 +21,14 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
 use super::EventClaim;
-use super::{CounterOutcome, CounterStore, Erased, RecordStore, UsageTotals};
+use super::{
+    AccountStore, BillingStore, CounterOutcome, CounterStore, Erased, ErasureStore, IdentityStore,
+    KeyStore, StripeEventStore, UsageStore, UsageTotals,
+};
 use crate::accounts::{
     Account, ApiKeyRecord, Identity, ProfileChange, ProfileUpdate, deleted_email, normalize_email,
 };
-use crate::billing::Billing;
+use crate::subscription::Billing;
 use crate::usage::{TokenUsage, UsageRecord};
 
 /// Schema migrations of `qnp.sqlite3`, applied in order; `PRAGMA user_version` records how many ran.
@@ -361,7 +364,7 @@ fn usage_from_row(row: &Row) -> rusqlite::Result<UsageRecord> {
 }
 
 #[async_trait]
-impl RecordStore for EmbeddedStore {
+impl AccountStore for EmbeddedStore {
     async fn account_for_email(&self, email: &str, plan: &str) -> anyhow::Result<Account> {
         let fresh = Account::new(email, plan, OffsetDateTime::now_utc());
         self.with(|conn| {
@@ -471,7 +474,10 @@ impl RecordStore for EmbeddedStore {
         tx.commit()?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl IdentityStore for EmbeddedStore {
     async fn identity(&self, provider: &str, subject: &str) -> anyhow::Result<Option<Identity>> {
         self.with(|conn| {
             conn.query_row(
@@ -513,24 +519,17 @@ impl RecordStore for EmbeddedStore {
             stmt.query_map([account_id], identity_from_row)?.collect()
         })
     }
+}
 
+#[async_trait]
+impl KeyStore for EmbeddedStore {
     async fn insert_key(&self, key: &ApiKeyRecord) -> anyhow::Result<()> {
-        self.with(|conn| {
-            conn.execute(
-                &format!(
-                    "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-                ),
-                params![
-                    key.key_id,
-                    key.account_id,
-                    key.name,
-                    key.hash,
-                    millis(key.created_at),
-                    key.revoked_at.map(millis),
-                    key.last_used_at.map(millis)
-                ],
-            )
-        })?;
+        // The bounded insert with no bound: one statement to keep.
+        anyhow::ensure!(
+            self.insert_key_within(key, u64::MAX).await?,
+            "the key {} was not inserted",
+            key.key_id
+        );
         Ok(())
     }
 
@@ -608,7 +607,10 @@ impl RecordStore for EmbeddedStore {
         })?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl UsageStore for EmbeddedStore {
     async fn insert_usage(&self, rows: &[UsageRecord]) -> anyhow::Result<()> {
         let mut conn = self.conn.lock().expect("embedded store lock");
         let tx = conn.transaction()?;
@@ -688,6 +690,45 @@ impl RecordStore for EmbeddedStore {
         })
     }
 
+    fn usage_for_account(
+        &self,
+        account_id: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> BoxStream<'static, anyhow::Result<UsageRecord>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let path = self.path.clone();
+        let account_id = account_id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let result = (|| -> anyhow::Result<()> {
+                let conn = open_connection(&path)?;
+                let mut stmt = conn.prepare(&format!(
+                    "SELECT {USAGE_COLUMNS} FROM usage WHERE account_id = ?1 AND timestamp >= ?2
+                     AND timestamp < ?3 ORDER BY timestamp, request_id"
+                ))?;
+                let rows = stmt.query_map(
+                    params![account_id, millis(from), millis(to)],
+                    usage_from_row,
+                )?;
+                for row in rows {
+                    if tx.blocking_send(row.map_err(Into::into)).is_err() {
+                        break; // the reader went away
+                    }
+                }
+                Ok(())
+            })();
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
+    }
+}
+
+#[async_trait]
+impl ErasureStore for EmbeddedStore {
     async fn delete_usage_before(&self, cutoff: OffsetDateTime, limit: u64) -> anyhow::Result<u64> {
         let deleted = self.with(|conn| {
             conn.execute(
@@ -757,7 +798,10 @@ impl RecordStore for EmbeddedStore {
             })
         })
     }
+}
 
+#[async_trait]
+impl BillingStore for EmbeddedStore {
     async fn update_billing(
         &self,
         account_id: &str,
@@ -794,7 +838,10 @@ impl RecordStore for EmbeddedStore {
             .optional()
         })
     }
+}
 
+#[async_trait]
+impl StripeEventStore for EmbeddedStore {
     async fn claim_stripe_event(
         &self,
         event_id: &str,
@@ -865,42 +912,6 @@ impl RecordStore for EmbeddedStore {
             )
         })?;
         Ok(deleted as u64)
-    }
-
-    fn usage_for_account(
-        &self,
-        account_id: &str,
-        from: OffsetDateTime,
-        to: OffsetDateTime,
-    ) -> BoxStream<'static, anyhow::Result<UsageRecord>> {
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let path = self.path.clone();
-        let account_id = account_id.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let result = (|| -> anyhow::Result<()> {
-                let conn = open_connection(&path)?;
-                let mut stmt = conn.prepare(&format!(
-                    "SELECT {USAGE_COLUMNS} FROM usage WHERE account_id = ?1 AND timestamp >= ?2
-                     AND timestamp < ?3 ORDER BY timestamp, request_id"
-                ))?;
-                let rows = stmt.query_map(
-                    params![account_id, millis(from), millis(to)],
-                    usage_from_row,
-                )?;
-                for row in rows {
-                    if tx.blocking_send(row.map_err(Into::into)).is_err() {
-                        break; // the reader went away
-                    }
-                }
-                Ok(())
-            })();
-            if let Err(e) = result {
-                let _ = tx.blocking_send(Err(e));
-            }
-        });
-        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        }))
     }
 }
 

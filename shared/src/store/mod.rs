@@ -1,4 +1,6 @@
-//! Storage ports: durable records (accounts, keys, usage) and atomic counters (rate limits, budgets).
+//! Storage ports: durable records (accounts, identities, keys, usage, erasure, billing, Stripe events),
+//! one small trait each, and atomic counters (rate limits, budgets). Callers depend on the ports they
+//! use; `RecordStore` is all record ports at once, what each adapter implements.
 //!
 //! Production uses MongoDB for records and DynamoDB for counters; the embedded SQLite store serves both
 //! when neither is configured. Every adapter passes the same contract suite (tests/tests/store_contract.rs).
@@ -10,58 +12,114 @@ use futures_util::stream::BoxStream;
 use time::OffsetDateTime;
 
 use crate::accounts::{Account, ApiKeyRecord, Identity, ProfileChange, ProfileUpdate};
-use crate::billing::Billing;
 use crate::config::Config;
+use crate::subscription::Billing;
 use crate::usage::UsageRecord;
 
 pub mod dynamo;
 pub mod embedded;
 pub mod mongo;
 
+/// Every record port at once: what an adapter implements and what `Stores::records` holds. Callers
+/// take the narrowest port they use; an `Arc<dyn RecordStore>` coerces to any of them.
+pub trait RecordStore:
+    AccountStore
+    + IdentityStore
+    + KeyStore
+    + UsageStore
+    + ErasureStore
+    + BillingStore
+    + StripeEventStore
+{
+}
+
+impl<
+    T: AccountStore
+        + IdentityStore
+        + KeyStore
+        + UsageStore
+        + ErasureStore
+        + BillingStore
+        + StripeEventStore
+        + ?Sized,
+> RecordStore for T
+{
+}
+
+/// Accounts: created on first sign-in, corrected, restricted, deleted on request.
 #[async_trait]
-pub trait RecordStore: Send + Sync {
+pub trait AccountStore: Send + Sync {
     /// The account with this email, created on the default `plan` if there is none. Safe under races: two
     /// concurrent calls for a new email end with one account.
     async fn account_for_email(&self, email: &str, plan: &str) -> anyhow::Result<Account>;
+
     async fn account(&self, account_id: &str) -> anyhow::Result<Option<Account>>;
+
     async fn account_by_email(&self, email: &str) -> anyhow::Result<Option<Account>>;
+
     async fn set_plan(&self, account_id: &str, plan: &str) -> anyhow::Result<()>;
+
     async fn update_profile(
         &self,
         account_id: &str,
         change: &ProfileChange,
     ) -> anyhow::Result<ProfileUpdate>;
+
     /// Sets or lifts the GDPR restriction of processing; false if there is no such account.
     async fn set_restricted(&self, account_id: &str, restricted: bool) -> anyhow::Result<bool>;
+
     /// Invalidates every session issued so far (logout everywhere).
     async fn bump_session_version(&self, account_id: &str) -> anyhow::Result<()>;
+
     /// Records the user's deletion request and takes effect at once: sessions are invalidated, keys
     /// revoked and sign-in identities unlinked (so signing in again starts a new account). The retention
     /// cleaner erases the rest.
     async fn request_deletion(&self, account_id: &str, at: OffsetDateTime) -> anyhow::Result<()>;
+}
 
+/// Sign-in identities (provider + subject) and the accounts they belong to.
+#[async_trait]
+pub trait IdentityStore: Send + Sync {
     async fn identity(&self, provider: &str, subject: &str) -> anyhow::Result<Option<Identity>>;
+
     /// Links (or refreshes the email of) a sign-in identity.
     async fn link_identity(&self, identity: &Identity) -> anyhow::Result<()>;
-    async fn identities_for_account(&self, account_id: &str) -> anyhow::Result<Vec<Identity>>;
 
+    async fn identities_for_account(&self, account_id: &str) -> anyhow::Result<Vec<Identity>>;
+}
+
+/// API key records (bcrypt hashes, never secrets).
+#[async_trait]
+pub trait KeyStore: Send + Sync {
     async fn insert_key(&self, key: &ApiKeyRecord) -> anyhow::Result<()>;
+
     /// Inserts the key only while its account has fewer than `max_active` unrevoked keys, atomically:
     /// concurrent creations can never pass the limit. False when the account is at it.
     async fn insert_key_within(&self, key: &ApiKeyRecord, max_active: u64) -> anyhow::Result<bool>;
+
     async fn key(&self, key_id: &str) -> anyhow::Result<Option<ApiKeyRecord>>;
+
     /// The account's keys, revoked ones included, oldest first.
     async fn keys_for_account(&self, account_id: &str) -> anyhow::Result<Vec<ApiKeyRecord>>;
+
     /// Sets or clears the key's name; false if there is no such key.
     async fn rename_key(&self, key_id: &str, name: Option<&str>) -> anyhow::Result<bool>;
+
     /// Marks the key revoked; false if there is no such key or it was already revoked.
     async fn revoke_key(&self, key_id: &str, at: OffsetDateTime) -> anyhow::Result<bool>;
-    async fn touch_key(&self, key_id: &str, at: OffsetDateTime) -> anyhow::Result<()>;
 
+    async fn touch_key(&self, key_id: &str, at: OffsetDateTime) -> anyhow::Result<()>;
+}
+
+/// Usage rows: written once per call, summed for the dashboard, streamed for exports.
+#[async_trait]
+pub trait UsageStore: Send + Sync {
     /// Writes usage rows; rows whose request id is already stored are skipped, so a retried write is safe.
     async fn insert_usage(&self, rows: &[UsageRecord]) -> anyhow::Result<()>;
+
     /// The account's most recent usage rows, newest first, at most `limit`.
     async fn recent_usage(&self, account_id: &str, limit: u64) -> anyhow::Result<Vec<UsageRecord>>;
+
     /// Per-day, per-model totals of the account's usage in `[from, to)`, computed by the database.
     async fn usage_totals(
         &self,
@@ -69,18 +127,40 @@ pub trait RecordStore: Send + Sync {
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> anyhow::Result<Vec<UsageTotals>>;
+
+    /// The account's usage rows with `from <= timestamp < to`, oldest first, streamed from a cursor.
+    fn usage_for_account(
+        &self,
+        account_id: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> BoxStream<'static, anyhow::Result<UsageRecord>>;
+}
+
+/// What the retention cleaner removes: expired usage rows and accounts whose owners asked for deletion.
+#[async_trait]
+pub trait ErasureStore: Send + Sync {
     /// Deletes at most `limit` usage rows (of any account) with `timestamp < cutoff`; returns how many.
     async fn delete_usage_before(&self, cutoff: OffsetDateTime, limit: u64) -> anyhow::Result<u64>;
+
     async fn count_usage_before(&self, cutoff: OffsetDateTime) -> anyhow::Result<u64>;
+
     /// Accounts whose owners asked for deletion, oldest request first, at most `limit`.
     async fn accounts_pending_erasure(&self, limit: u64) -> anyhow::Result<Vec<Account>>;
+
     /// Deletes at most `limit` of the account's usage rows; returns how many.
     async fn erase_usage_of(&self, account_id: &str, limit: u64) -> anyhow::Result<u64>;
+
     /// Deletes the account's keys, identities and the account itself (after its usage is gone).
     async fn erase_account(&self, account_id: &str) -> anyhow::Result<Erased>;
+
     /// Counts what erasing the account would remove, without removing anything.
     async fn count_account_data(&self, account_id: &str) -> anyhow::Result<Erased>;
+}
 
+/// An account's billing state, written by compare-and-set, and the account of a Stripe customer.
+#[async_trait]
+pub trait BillingStore: Send + Sync {
     /// Writes the account's billing state if its stored version is still `expected_version`
     /// (compare-and-set; `billing.version` is the new version). False if it changed meanwhile or there
     /// is no such account: the caller reads again and re-decides.
@@ -90,11 +170,16 @@ pub trait RecordStore: Send + Sync {
         expected_version: i64,
         billing: &Billing,
     ) -> anyhow::Result<bool>;
+
     async fn account_by_stripe_customer(
         &self,
         customer_id: &str,
     ) -> anyhow::Result<Option<Account>>;
+}
 
+/// Processed Stripe events, so each delivery takes effect once.
+#[async_trait]
+pub trait StripeEventStore: Send + Sync {
     /// Claims a Stripe event for processing, atomically: exactly one of concurrent deliveries of the same
     /// event gets `Claimed`. A claim older than `lease` that never completed (a crashed invocation) can
     /// be claimed again.
@@ -104,24 +189,19 @@ pub trait RecordStore: Send + Sync {
         now: OffsetDateTime,
         lease: std::time::Duration,
     ) -> anyhow::Result<EventClaim>;
+
     /// Marks a claimed event as processed: later deliveries of it are acknowledged without effect.
     async fn complete_stripe_event(
         &self,
         event_id: &str,
         now: OffsetDateTime,
     ) -> anyhow::Result<()>;
+
     /// Gives up a claim after a failure that a retry may fix, so Stripe's retry is processed.
     async fn release_stripe_event(&self, event_id: &str) -> anyhow::Result<()>;
+
     /// Forgets events claimed before `cutoff` (Stripe stops retrying after three days).
     async fn delete_stripe_events_before(&self, cutoff: OffsetDateTime) -> anyhow::Result<u64>;
-
-    /// The account's usage rows with `from <= timestamp < to`, oldest first, streamed from a cursor.
-    fn usage_for_account(
-        &self,
-        account_id: &str,
-        from: OffsetDateTime,
-        to: OffsetDateTime,
-    ) -> BoxStream<'static, anyhow::Result<UsageRecord>>;
 }
 
 /// One row of the dashboard's usage summary: an account's totals for one UTC day and one model.

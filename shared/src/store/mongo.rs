@@ -16,11 +16,14 @@ use mongodb::{Client, Collection, IndexModel};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{Erased, EventClaim, RecordStore, UsageTotals};
+use super::{
+    AccountStore, BillingStore, Erased, ErasureStore, EventClaim, IdentityStore, KeyStore,
+    StripeEventStore, UsageStore, UsageTotals,
+};
 use crate::accounts::{
     Account, ApiKeyRecord, Identity, ProfileChange, ProfileUpdate, deleted_email, normalize_email,
 };
-use crate::billing::Billing;
+use crate::subscription::Billing;
 use crate::usage::{TokenUsage, UsageRecord};
 
 const DUPLICATE_KEY: i32 = 11000;
@@ -408,7 +411,7 @@ impl MongoStore {
 }
 
 #[async_trait]
-impl RecordStore for MongoStore {
+impl AccountStore for MongoStore {
     async fn account_for_email(&self, email: &str, plan: &str) -> anyhow::Result<Account> {
         let fresh = Account::new(email, plan, OffsetDateTime::now_utc());
         let upsert = self
@@ -546,7 +549,10 @@ impl RecordStore for MongoStore {
             .await?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl IdentityStore for MongoStore {
     async fn identity(&self, provider: &str, subject: &str) -> anyhow::Result<Option<Identity>> {
         Ok(self
             .identities
@@ -583,7 +589,10 @@ impl RecordStore for MongoStore {
             .await?;
         Ok(docs.into_iter().map(Into::into).collect())
     }
+}
 
+#[async_trait]
+impl KeyStore for MongoStore {
     async fn insert_key(&self, key: &ApiKeyRecord) -> anyhow::Result<()> {
         self.active_keys_counted(&key.account_id).await?;
         self.accounts
@@ -671,7 +680,10 @@ impl RecordStore for MongoStore {
             .await?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl UsageStore for MongoStore {
     async fn insert_usage(&self, rows: &[UsageRecord]) -> anyhow::Result<()> {
         if rows.is_empty() {
             return Ok(());
@@ -754,6 +766,32 @@ impl RecordStore for MongoStore {
         Ok(totals)
     }
 
+    fn usage_for_account(
+        &self,
+        account_id: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> BoxStream<'static, anyhow::Result<UsageRecord>> {
+        let usage = self.usage.clone();
+        let filter = doc! {
+            "account_id": account_id,
+            "timestamp": {"$gte": to_bson(from), "$lt": to_bson(to)},
+        };
+        futures_util::stream::once(async move {
+            usage
+                .find(filter)
+                .sort(doc! {"timestamp": 1, "_id": 1})
+                .batch_size(1000)
+                .await
+        })
+        .try_flatten()
+        .map(|item| item.map(UsageRecord::from).map_err(anyhow::Error::from))
+        .boxed()
+    }
+}
+
+#[async_trait]
+impl ErasureStore for MongoStore {
     async fn delete_usage_before(&self, cutoff: OffsetDateTime, limit: u64) -> anyhow::Result<u64> {
         self.delete_usage_batch(doc! {"timestamp": {"$lt": to_bson(cutoff)}}, limit)
             .await
@@ -820,7 +858,10 @@ impl RecordStore for MongoStore {
                 .await?,
         })
     }
+}
 
+#[async_trait]
+impl BillingStore for MongoStore {
     async fn update_billing(
         &self,
         account_id: &str,
@@ -853,7 +894,10 @@ impl RecordStore for MongoStore {
             .await?
             .map(Into::into))
     }
+}
 
+#[async_trait]
+impl StripeEventStore for MongoStore {
     async fn claim_stripe_event(
         &self,
         event_id: &str,
@@ -922,28 +966,5 @@ impl RecordStore for MongoStore {
             .delete_many(doc! {"claimed_at": {"$lt": to_bson(cutoff)}})
             .await?
             .deleted_count)
-    }
-
-    fn usage_for_account(
-        &self,
-        account_id: &str,
-        from: OffsetDateTime,
-        to: OffsetDateTime,
-    ) -> BoxStream<'static, anyhow::Result<UsageRecord>> {
-        let usage = self.usage.clone();
-        let filter = doc! {
-            "account_id": account_id,
-            "timestamp": {"$gte": to_bson(from), "$lt": to_bson(to)},
-        };
-        futures_util::stream::once(async move {
-            usage
-                .find(filter)
-                .sort(doc! {"timestamp": 1, "_id": 1})
-                .batch_size(1000)
-                .await
-        })
-        .try_flatten()
-        .map(|item| item.map(UsageRecord::from).map_err(anyhow::Error::from))
-        .boxed()
     }
 }

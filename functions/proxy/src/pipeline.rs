@@ -1,0 +1,143 @@
+//! One proxied call, for every route: authenticate and admit, read and validate the body, resolve the
+//! model, reserve its worst case, ask the upstream, answer. A route only describes itself ([`Route`]);
+//! every step that can fail returns its error with `?`, and one place ([`handle`]) turns an error into
+//! the call's usage row and the route's error answer.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use qnp_shared::GatewayError;
+use qnp_shared::catalog::{Model, ModelKind};
+use qnp_shared::cost_bound::CostBound;
+use qnp_shared::error::Dialect;
+use qnp_shared::providers::{Reply, RequestBody};
+
+use crate::call::{Call, begin_with_body};
+use crate::routing::{self, Api};
+use crate::{Proxy, streaming};
+
+/// What a route is: its path (as usage rows name it), its error shape, how its body is checked, which
+/// models it takes and which upstream call serves it.
+pub struct Route {
+    pub endpoint: &'static str,
+    pub dialect: Dialect,
+    /// Checks the fields the gateway itself relies on (the upstream validates the rest) and bounds what
+    /// the call may cost; gets the body's size in bytes.
+    pub validate: fn(&RequestBody, usize) -> Result<Checked, GatewayError>,
+    /// The kind of model the route serves, and what to tell a caller who named another kind.
+    pub model_kind: ModelKind,
+    pub wrong_kind: &'static str,
+    pub fallbacks: Fallbacks,
+    pub api: Api,
+}
+
+/// Which models may answer if the requested one fails.
+pub enum Fallbacks {
+    /// The client's own list (`models`, a gateway field the upstream never sees), else the operator's.
+    ClientOrConfigured,
+    /// The operator's fallbacks for the model.
+    Configured,
+    /// The requested model only, without retries.
+    None,
+}
+
+/// What validation found in a body.
+pub struct Checked {
+    pub model: String,
+    pub stream: bool,
+    /// A streamed answer also forwards the usage-only event (OpenAI's `stream_options.include_usage`).
+    pub include_usage: bool,
+    pub bound: CostBound,
+}
+
+/// Serves one request on `route`.
+pub async fn handle(proxy: Arc<Proxy>, request: Request, route: &'static Route) -> Response {
+    let (mut call, body) =
+        match begin_with_body(&proxy, request, route.endpoint, route.dialect).await {
+            Ok(started) => started,
+            Err(response) => return response,
+        };
+    match run(&proxy, &mut call, route, &body).await {
+        Ok((Reply::Complete { body: reply, usage }, _)) => {
+            // A provider that reports no usage is billed by an estimate from the bytes exchanged
+            // (embeddings generate no text: only their input counts).
+            let output = if route.api == Api::Embeddings {
+                0
+            } else {
+                reply.len()
+            };
+            let usage = usage.unwrap_or_else(|| call.estimate(output));
+            call.respond(reply, usage).await
+        }
+        Ok((Reply::Stream(events), include_usage)) => {
+            streaming::respond(call, events, include_usage)
+        }
+        Err(err) => call.fail(err).await,
+    }
+}
+
+/// The steps between a read body and the upstream's reply.
+async fn run(
+    proxy: &Arc<Proxy>,
+    call: &mut Call,
+    route: &Route,
+    bytes: &Bytes,
+) -> Result<(Reply, bool), GatewayError> {
+    let mut body = RequestBody::parse(bytes)?;
+    let checked = (route.validate)(&body, bytes.len())?;
+    let model = proxy
+        .catalog
+        .get(&checked.model)
+        .cloned()
+        .ok_or_else(|| GatewayError::UnknownModel(checked.model.clone()))?;
+    call.set_model(model.clone(), checked.stream);
+    if model.kind != route.model_kind {
+        return Err(GatewayError::WrongModelKind(format!(
+            "'{}' {}",
+            model.id, route.wrong_kind
+        )));
+    }
+    let candidates: Vec<Arc<Model>> = match route.fallbacks {
+        Fallbacks::None => {
+            // The provider must be there before anything is reserved for it.
+            proxy.providers.get(model.provider)?;
+            vec![model]
+        }
+        Fallbacks::Configured => routing::candidates(proxy, &model, None)?,
+        Fallbacks::ClientOrConfigured => {
+            let requested = body.get::<Vec<String>>("models", "an array of model names")?;
+            body.remove("models");
+            routing::candidates(proxy, &model, requested)?
+        }
+    };
+    call.reserve(&candidates, &checked.bound).await?;
+    if route.api == Api::Embeddings {
+        let model = &candidates[0];
+        let reply = proxy
+            .providers
+            .get(model.provider)?
+            .embeddings(model, body)
+            .await?;
+        return match reply {
+            Reply::Complete { .. } => Ok((reply, false)),
+            Reply::Stream(_) => Err(GatewayError::internal(anyhow::anyhow!(
+                "embeddings replied with a stream"
+            ))),
+        };
+    }
+    let (served_by, reply) =
+        routing::first_answer(proxy, &candidates, &body, checked.stream, route.api).await?;
+    call.set_model(served_by, checked.stream);
+    Ok((reply, checked.include_usage))
+}
+
+/// The handler that serves `route`.
+pub fn serve(
+    route: &'static Route,
+) -> impl Fn(State<Arc<Proxy>>, Request) -> BoxFuture<'static, Response> + Clone + Send + Sync + 'static
+{
+    move |State(proxy), request| Box::pin(handle(proxy, request, route))
+}
