@@ -27,7 +27,7 @@ proptest! {
             let results = [
                 crate::providers::anthropic::to_messages_request(&body, model, stream).map(|_| ()),
                 crate::providers::gemini::to_gemini_request(&body, model).map(|_| ()),
-                crate::providers::messages_bridge::to_chat_request(&body, model, stream).map(|_| ()),
+                crate::providers::openai::messages::to_chat_request(&body, model, stream).map(|_| ()),
             ];
             for result in results {
                 if let Err(err) = result {

@@ -2,7 +2,7 @@
 //! Claude Code). Keys come as `x-api-key` or `Authorization: Bearer`; errors use Anthropic's shape.
 //! `anthropic/` models are served natively: the request and the reply pass through unchanged but for
 //! the model name, and usage is read from Anthropic's own events. `openai/` models are served by
-//! translation (shared::providers::messages_bridge).
+//! translation (shared::providers::openai::messages).
 
 use qnp_shared::GatewayError;
 use qnp_shared::catalog::ModelKind;

@@ -19,7 +19,6 @@ use crate::usage::TokenUsage;
 
 pub mod anthropic;
 pub mod gemini;
-pub mod messages_bridge;
 pub mod openai;
 mod openai_format;
 pub mod sse;

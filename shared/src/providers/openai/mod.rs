@@ -1,7 +1,7 @@
 //! OpenAI and every server that speaks its API (vLLM, Ollama, LM Studio, ...): chat requests and replies
 //! are already in the gateway's format, so this only swaps the model name, asks for stream usage, and
 //! reads usage out of the reply without altering it. Anthropic Messages requests (`/v1/messages`) are
-//! translated by `messages_bridge`.
+//! translated by `messages`.
 
 use std::sync::Arc;
 
@@ -12,10 +12,14 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::sse::{self, UpstreamEvents};
-use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Upstream, messages_bridge};
+use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Upstream};
 use crate::catalog::Model;
 use crate::error::GatewayError;
 use crate::usage::TokenUsage;
+
+pub mod messages;
+mod stream;
+use stream::*;
 
 pub struct OpenAi {
     upstream: Upstream,
@@ -78,8 +82,6 @@ struct UsageProbe {
     choices: Option<Vec<IgnoredAny>>,
 }
 
-const DONE: &[u8] = b"[DONE]";
-
 impl OpenAi {
     pub fn connect(upstream: Upstream, base_url: &str, api_key: &str) -> Arc<dyn Provider> {
         Arc::new(OpenAi {
@@ -119,54 +121,6 @@ impl OpenAi {
     }
 }
 
-/// Classifies one upstream SSE event. Only events that mention usage are parsed at all.
-fn classify(event: Bytes) -> StreamItem {
-    let last = is_done(&event);
-    let mut usage = None;
-    let mut usage_only = false;
-    if memchr::memmem::find(&event, b"\"usage\"").is_some()
-        && let Some(data) = sse::data(&event)
-        && let Ok(probe) = serde_json::from_slice::<UsageProbe>(&data)
-        && let Some(u) = probe.usage
-    {
-        usage = Some(TokenUsage::from(u));
-        usage_only = probe.choices.is_none_or(|c| c.is_empty());
-    }
-    StreamItem::Event {
-        bytes: event,
-        usage,
-        usage_only,
-        last,
-    }
-}
-
-fn is_done(event: &[u8]) -> bool {
-    sse::data(event).is_some_and(|d| d == DONE)
-}
-
-/// Turns the upstream body into framed events, applying the idle timeout and flagging a stream that ends
-/// without OpenAI's `[DONE]` terminator as failed (the connection dropped).
-fn event_stream(
-    mut events: UpstreamEvents,
-) -> futures_util::stream::BoxStream<'static, StreamItem> {
-    async_stream::stream! {
-        while let Some(event) = events.next().await {
-            let item = match event {
-                Ok(event) => classify(event),
-                Err(err) => { yield StreamItem::Failed(err); return; }
-            };
-            let done = matches!(item, StreamItem::Event { last: true, .. });
-            yield item;
-            if done {
-                return;
-            }
-        }
-        tracing::warn!("upstream stream ended without [DONE]");
-        yield StreamItem::Failed(GatewayError::UpstreamFailed);
-    }
-    .boxed()
-}
-
 #[async_trait]
 impl Provider for OpenAi {
     async fn chat(&self, model: &Model, request: ChatRequest) -> Result<Reply, GatewayError> {
@@ -202,23 +156,22 @@ impl Provider for OpenAi {
         self.complete(response).await
     }
 
-    /// Anthropic Messages by translation (see messages_bridge): the request becomes a chat completion,
+    /// Anthropic Messages by translation (see the `messages` module): the request becomes a chat completion,
     /// and the reply comes back as an Anthropic message or Anthropic's named stream events.
     async fn messages(&self, model: &Model, request: ChatRequest) -> Result<Reply, GatewayError> {
-        let translated = messages_bridge::to_chat_request(&request.body, model, request.stream)?;
+        let translated = messages::to_chat_request(&request.body, model, request.stream)?;
         let body = Bytes::from(serde_json::to_vec(&translated.body).expect("JSON serialises"));
         let response = self.post(&self.chat_url, body, request.stream).await?;
         if request.stream {
-            let translator = messages_bridge::StreamTranslator::new(model, translated.tool_names);
-            return Ok(Reply::Stream(messages_bridge::message_stream(
+            let translator = messages::StreamTranslator::new(model, translated.tool_names);
+            return Ok(Reply::Stream(messages::message_stream(
                 response.bytes_stream(),
                 translator,
                 self.upstream.idle_timeout(),
             )));
         }
         let completion: serde_json::Value = self.upstream.json(response).await?;
-        let (message, usage) =
-            messages_bridge::to_message(&completion, model, &translated.tool_names)?;
+        let (message, usage) = messages::to_message(&completion, model, &translated.tool_names)?;
         Ok(Reply::Complete {
             body: Bytes::from(serde_json::to_vec(&message).expect("JSON serialises")),
             usage,

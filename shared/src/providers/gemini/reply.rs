@@ -1,0 +1,174 @@
+//! A whole Gemini response as an OpenAI chat completion: text, function calls (with their thought
+//! signatures carried in the call id), finish reason and `usageMetadata`.
+
+use super::*;
+
+/// The OpenAI id for a function call: Gemini's own id when it sent one, else a minted one; with the
+/// call's thought signature appended so it returns with the client's next request.
+pub(super) fn call_id(
+    function_call: &Value,
+    signature: Option<&str>,
+    tag: &str,
+    n: usize,
+) -> String {
+    let base = match function_call["id"].as_str().filter(|id| !id.is_empty()) {
+        Some(id) => id.to_owned(),
+        None => format!("call_{tag}{n}"),
+    };
+    match signature.filter(|s| !s.is_empty()) {
+        Some(signature) => format!("{base}{THOUGHT_SEPARATOR}{signature}"),
+        None => base,
+    }
+}
+
+/// A short random tag that keeps minted call ids unique across a conversation's turns.
+pub(super) fn call_tag() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}_", &id[..8])
+}
+
+/// Gemini's finish reason (any case) as OpenAI's. Function calls finish with STOP, so a reply with calls
+/// is `tool_calls` unless it was cut short or filtered.
+pub(super) fn finish_reason(reason: Option<&str>, has_tool_calls: bool) -> &'static str {
+    let reason = reason.map(str::to_ascii_uppercase);
+    match reason.as_deref() {
+        Some("MAX_TOKENS") => "length",
+        Some(
+            "SAFETY"
+            | "RECITATION"
+            | "LANGUAGE"
+            | "OTHER"
+            | "BLOCKLIST"
+            | "PROHIBITED_CONTENT"
+            | "SPII"
+            | "IMAGE_SAFETY"
+            | "IMAGE_PROHIBITED_CONTENT"
+            | "IMAGE_RECITATION"
+            | "IMAGE_OTHER"
+            | "NO_IMAGE",
+        ) => "content_filter",
+        _ if has_tool_calls => "tool_calls",
+        _ => "stop",
+    }
+}
+
+/// Gemini's `usageMetadata` (a running total in streams: the last one seen is the call's).
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct UsageMetadata {
+    pub(super) prompt_token_count: Option<u64>,
+    pub(super) candidates_token_count: Option<u64>,
+    pub(super) thoughts_token_count: Option<u64>,
+    pub(super) cached_content_token_count: Option<u64>,
+    pub(super) tool_use_prompt_token_count: Option<u64>,
+    pub(super) total_token_count: Option<u64>,
+}
+
+impl UsageMetadata {
+    pub(super) fn tokens(&self) -> TokenUsage {
+        let prompt = self.prompt_token_count.unwrap_or(0);
+        let tool_prompt = self.tool_use_prompt_token_count.unwrap_or(0);
+        let candidates = self.candidates_token_count.unwrap_or(0);
+        let thoughts = self.thoughts_token_count.unwrap_or(0);
+        // Documented: candidates exclude thoughts and the total is the sum of all four. Some responses
+        // have been seen to count thoughts inside candidates already; their total gives that away.
+        let prompt_total = prompt.saturating_add(tool_prompt);
+        let inclusive =
+            thoughts > 0 && self.total_token_count == Some(prompt_total.saturating_add(candidates));
+        TokenUsage {
+            prompt_tokens: prompt_total,
+            completion_tokens: if inclusive {
+                candidates
+            } else {
+                candidates.saturating_add(thoughts)
+            },
+            cached_tokens: self.cached_content_token_count.unwrap_or(0),
+            reasoning_tokens: thoughts,
+            ..TokenUsage::default()
+        }
+    }
+}
+
+pub(super) fn usage_of(response: &Value) -> Option<UsageMetadata> {
+    serde_json::from_value(response.get("usageMetadata")?.clone()).ok()
+}
+
+pub(super) fn completion_id(response: &Value) -> String {
+    match response["responseId"].as_str() {
+        Some(id) => format!("chatcmpl-{id}"),
+        None => format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+    }
+}
+
+/// The visible text of a part: thought summaries and empty carrier parts are not content.
+pub(super) fn part_text(part: &Value) -> Option<&str> {
+    if part["thought"] == true {
+        return None;
+    }
+    part["text"].as_str().filter(|t| !t.is_empty())
+}
+
+pub(super) fn signature_of(part: &Value) -> Option<&str> {
+    part["thoughtSignature"]
+        .as_str()
+        .or_else(|| part["thought_signature"].as_str())
+}
+
+pub(super) fn function_call_of(part: &Value) -> Option<&Value> {
+    part.get("functionCall")
+        .or_else(|| part.get("function_call"))
+        .filter(|c| c.is_object())
+}
+
+/// A whole Gemini response as an OpenAI chat.completion.
+pub(super) fn to_chat_completion(response: &Value, model: &Model) -> (Value, TokenUsage) {
+    let candidate = &response["candidates"][0];
+    let tag = call_tag();
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    for part in candidate["content"]["parts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(call) = function_call_of(part) {
+            let args = if call["args"].is_object() {
+                call["args"].clone()
+            } else {
+                json!({})
+            };
+            tool_calls.push(json!({
+                "id": call_id(call, signature_of(part), &tag, tool_calls.len()),
+                "type": "function",
+                "function": {"name": call["name"], "arguments": args.to_string()},
+            }));
+        } else if let Some(t) = part_text(part) {
+            text.push_str(t);
+        }
+    }
+    let usage = usage_of(response).unwrap_or_default().tokens();
+    let blocked = candidate.is_null() && !response["promptFeedback"]["blockReason"].is_null();
+    let finish = if blocked {
+        "content_filter"
+    } else {
+        finish_reason(candidate["finishReason"].as_str(), !tool_calls.is_empty())
+    };
+    let content = if text.is_empty() && (blocked || !tool_calls.is_empty()) {
+        Value::Null
+    } else {
+        Value::String(text)
+    };
+    let mut assistant = json!({"role": "assistant", "content": content, "refusal": null});
+    if !tool_calls.is_empty() {
+        assistant["tool_calls"] = Value::Array(tool_calls);
+    }
+    let completion = json!({
+        "id": completion_id(response),
+        "object": "chat.completion",
+        "created": now_unix(),
+        "model": model.id,
+        "choices": [{"index": 0, "message": assistant, "logprobs": null, "finish_reason": finish}],
+        "usage": usage_json(&usage),
+    });
+    (completion, usage)
+}

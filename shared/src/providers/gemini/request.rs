@@ -1,0 +1,402 @@
+//! An OpenAI chat request as a Gemini `generateContent` request: system instruction, turns as `user` and
+//! `model` contents (function responses leading), media parts, tools, tool choice, JSON output and
+//! generation settings; thought signatures put back on the function calls they came with.
+
+use super::*;
+
+/// The media type of a remote file, from its extension; `fallback` when there is none we know.
+pub(super) fn guess_mime_type<'a>(url: &str, fallback: &'a str) -> &'a str {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let extension = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match extension.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "heic" => "image/heic",
+        "heif" => "image/heif",
+        "pdf" => "application/pdf",
+        "mp3" => "audio/mp3",
+        "wav" => "audio/wav",
+        "mp4" => "video/mp4",
+        _ => fallback,
+    }
+}
+
+/// One OpenAI message content as Gemini parts (text, images, audio, files; empty text is dropped, since
+/// Gemini refuses empty text parts).
+pub(super) fn content_parts(content: &Value, field: &str) -> Result<Vec<Value>, GatewayError> {
+    match content {
+        Value::Null => Ok(vec![]),
+        Value::String(text) if text.is_empty() => Ok(vec![]),
+        Value::String(text) => Ok(vec![json!({"text": text})]),
+        Value::Array(items) => {
+            let mut parts = Vec::new();
+            for item in items {
+                match item["type"].as_str() {
+                    Some("text") => {
+                        if let Some(text) = item["text"].as_str().filter(|t| !t.is_empty()) {
+                            parts.push(json!({"text": text}));
+                        }
+                    }
+                    Some("image_url") => {
+                        let url = item["image_url"]["url"]
+                            .as_str()
+                            .or_else(|| item["image_url"].as_str())
+                            .ok_or_else(|| bad(field, "an image_url part needs image_url.url"))?;
+                        parts.push(media_part(url, "image/jpeg", field)?);
+                    }
+                    Some("input_audio") => {
+                        let audio = &item["input_audio"];
+                        let (Some(data), Some(format)) =
+                            (audio["data"].as_str(), audio["format"].as_str())
+                        else {
+                            return Err(bad(
+                                field,
+                                "an input_audio part needs input_audio.data and input_audio.format",
+                            ));
+                        };
+                        parts.push(json!({"inlineData": {"mimeType": format!("audio/{format}"), "data": data}}));
+                    }
+                    Some("file") => {
+                        let data = item["file"]["file_data"].as_str().ok_or_else(|| {
+                            bad(
+                                field,
+                                "file parts need file.file_data (uploaded file ids are not supported for Google models)",
+                            )
+                        })?;
+                        parts.push(media_part(data, "application/pdf", field)?);
+                    }
+                    other => {
+                        return Err(bad(
+                            field,
+                            format!(
+                                "content parts of type {other:?} are not supported for Google models"
+                            ),
+                        ));
+                    }
+                }
+            }
+            Ok(parts)
+        }
+        _ => Err(bad(
+            field,
+            "message content must be a string or an array of parts",
+        )),
+    }
+}
+
+/// A data URL becomes inline data; a remote URL becomes `fileData` for Gemini to fetch (public and
+/// pre-signed HTTPS URLs, Cloud Storage and Files API URIs), with its media type guessed from the
+/// extension because Gemini requires one.
+pub(super) fn media_part(url: &str, fallback: &str, field: &str) -> Result<Value, GatewayError> {
+    if let Some((mime_type, data)) = data_url(url) {
+        return Ok(json!({"inlineData": {"mimeType": mime_type, "data": data}}));
+    }
+    if url.starts_with("https://") || url.starts_with("http://") || url.starts_with("gs://") {
+        return Ok(
+            json!({"fileData": {"mimeType": guess_mime_type(url, fallback), "fileUri": url}}),
+        );
+    }
+    Err(bad(
+        field,
+        "media URLs must be http(s), gs:// or base64 data URLs",
+    ))
+}
+
+/// A tool message's content as the text Gemini gets back in `functionResponse.response.content`.
+pub(super) fn tool_text(content: &Value, field: &str) -> Result<String, GatewayError> {
+    match content {
+        Value::Null => Ok(String::new()),
+        Value::String(text) => Ok(text.clone()),
+        Value::Array(items) => Ok(items
+            .iter()
+            .filter(|p| p["type"] == "text")
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("")),
+        _ => Err(bad(
+            field,
+            "tool message content must be a string or an array of text parts",
+        )),
+    }
+}
+
+/// A tool call id as minted by [`call_id`]: (the id, the thought signature inside it, if any).
+pub(super) fn split_call_id(id: &str) -> (&str, Option<&str>) {
+    match id.split_once(THOUGHT_SEPARATOR) {
+        Some((base, signature)) if !signature.is_empty() => (base, Some(signature)),
+        _ => (id, None),
+    }
+}
+
+/// Whether the model requires a thought signature on every function call of the current turn (Gemini 3
+/// and later; for 1.x and 2.x models a signature is optional, so none is invented for them).
+pub(super) fn requires_signatures(model: &Model) -> bool {
+    let name = model
+        .upstream_model
+        .strip_prefix("models/")
+        .unwrap_or(&model.upstream_model);
+    !(name.starts_with("gemini-1") || name.starts_with("gemini-2"))
+}
+
+/// Appends a turn, merging it into the previous one when the role repeats (Gemini wants alternating
+/// turns; tool results become user turns next to the user's own text, and lead them).
+pub(super) fn push(contents: &mut Vec<Value>, role: &str, mut parts: Vec<Value>) {
+    if parts.is_empty() {
+        return;
+    }
+    if let Some(last) = contents.last_mut()
+        && last["role"] == role
+    {
+        let existing = last["parts"].as_array_mut().expect("parts is an array");
+        if role == "user" {
+            let (responses, rest): (Vec<Value>, Vec<Value>) = parts
+                .drain(..)
+                .partition(|p| p.get("functionResponse").is_some());
+            let insert_at = existing
+                .iter()
+                .take_while(|p| p.get("functionResponse").is_some())
+                .count();
+            existing.splice(insert_at..insert_at, responses);
+            existing.extend(rest);
+        } else {
+            existing.extend(parts);
+        }
+        return;
+    }
+    contents.push(json!({"role": role, "parts": parts}));
+}
+
+/// Translates an OpenAI chat request into a Gemini `GenerateContentRequest`.
+pub fn to_gemini_request(body: &RequestBody, model: &Model) -> Result<Value, GatewayError> {
+    let messages: Vec<Value> = body
+        .get("messages", "an array of messages")?
+        .ok_or_else(|| bad("messages", "'messages' is required"))?;
+    let mut system: Vec<Value> = Vec::new();
+    let mut contents: Vec<Value> = Vec::new();
+    // Tool call id → function name: Gemini's functionResponse needs the name, OpenAI's tool message
+    // carries only the id. Later calls with a reused id replace earlier ones.
+    let mut call_names: HashMap<String, String> = HashMap::new();
+    for (i, message) in messages.iter().enumerate() {
+        let field = format!("messages[{i}]");
+        match message["role"].as_str() {
+            Some("system") | Some("developer") => {
+                system.extend(content_parts(&message["content"], &field)?)
+            }
+            Some("user") => push(
+                &mut contents,
+                "user",
+                content_parts(&message["content"], &field)?,
+            ),
+            Some("assistant") => {
+                let mut parts = content_parts(&message["content"], &field)?;
+                let first_call = parts.len();
+                let mut signed = false;
+                for call in message["tool_calls"].as_array().into_iter().flatten() {
+                    let name = call["function"]["name"]
+                        .as_str()
+                        .filter(|n| !n.is_empty())
+                        .ok_or_else(|| bad(&field, "a tool call needs function.name"))?;
+                    let arguments = call["function"]["arguments"].as_str().unwrap_or("{}");
+                    let args: Value = if arguments.trim().is_empty() {
+                        json!({})
+                    } else {
+                        serde_json::from_str(arguments)
+                            .ok()
+                            .filter(Value::is_object)
+                            .ok_or_else(|| {
+                                bad(&field, "tool call arguments must be a JSON object")
+                            })?
+                    };
+                    let id = call["id"].as_str().unwrap_or("");
+                    let signature = split_call_id(id)
+                        .1
+                        .or_else(|| call["extra_content"]["google"]["thought_signature"].as_str());
+                    let mut part = json!({"functionCall": {"name": name, "args": args}});
+                    if let Some(signature) = signature {
+                        part["thoughtSignature"] = json!(signature);
+                        signed = true;
+                    }
+                    if !id.is_empty() {
+                        call_names.insert(id.to_owned(), name.to_owned());
+                    }
+                    parts.push(part);
+                }
+                if parts.len() > first_call && !signed && requires_signatures(model) {
+                    parts[first_call]["thoughtSignature"] = json!(SKIP_SIGNATURE);
+                }
+                push(&mut contents, "model", parts);
+            }
+            Some("tool") => {
+                let id = message["tool_call_id"]
+                    .as_str()
+                    .ok_or_else(|| bad(&field, "a tool message needs tool_call_id"))?;
+                let name = call_names
+                    .get(id)
+                    .map(String::as_str)
+                    .or_else(|| message["name"].as_str())
+                    .ok_or_else(|| {
+                        bad(
+                            &field,
+                            format!(
+                                "tool_call_id '{}' matches no tool call of an earlier assistant message",
+                                split_call_id(id).0
+                            ),
+                        )
+                    })?;
+                let content = tool_text(&message["content"], &field)?;
+                push(
+                    &mut contents,
+                    "user",
+                    vec![
+                        json!({"functionResponse": {"name": name, "response": {"content": content}}}),
+                    ],
+                );
+            }
+            other => return Err(bad(&field, format!("unknown role {other:?}"))),
+        }
+    }
+    if contents.is_empty() {
+        return Err(bad("messages", "there must be at least one user message"));
+    }
+
+    let mut request = json!({"contents": contents});
+    let fields = request.as_object_mut().expect("object");
+    if !system.is_empty() {
+        fields.insert("systemInstruction".into(), json!({"parts": system}));
+    }
+    let mut generation = Map::new();
+    if let Some(max) = body
+        .get::<u64>("max_completion_tokens", "a positive integer")?
+        .or(body.get::<u64>("max_tokens", "a positive integer")?)
+    {
+        generation.insert("maxOutputTokens".into(), json!(max.max(1)));
+    }
+    for (openai, gemini) in [
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+    ] {
+        if let Some(v) = body.get::<f64>(openai, "a number")? {
+            generation.insert(gemini.into(), json!(v));
+        }
+    }
+    if let Some(seed) = body.get::<i64>("seed", "an integer")? {
+        generation.insert("seed".into(), json!(seed));
+    }
+    match body.get::<Value>("stop", "a string or an array of strings")? {
+        Some(Value::String(s)) if !s.is_empty() => {
+            generation.insert("stopSequences".into(), json!([s]));
+        }
+        Some(Value::Array(list)) => {
+            let list: Vec<&str> = list
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .collect();
+            if !list.is_empty() {
+                generation.insert("stopSequences".into(), json!(list));
+            }
+        }
+        _ => {}
+    }
+    apply_response_format(body, &mut generation)?;
+    if !generation.is_empty() {
+        fields.insert("generationConfig".into(), Value::Object(generation));
+    }
+    insert_tools(body, fields)?;
+    Ok(request)
+}
+
+/// Tools as function declarations. Parameters go in `parametersJsonSchema`, which takes OpenAI's JSON
+/// Schema as is (`parameters` accepts only an OpenAPI subset and refuses e.g. `additionalProperties`).
+pub(super) fn insert_tools(
+    body: &RequestBody,
+    fields: &mut Map<String, Value>,
+) -> Result<(), GatewayError> {
+    let mut declarations = Vec::new();
+    for (i, tool) in body
+        .get::<Vec<Value>>("tools", "an array of tools")?
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let f = &tool["function"];
+        let name = f["name"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| bad(&format!("tools[{i}]"), "a tool needs function.name"))?;
+        let mut declaration = json!({"name": name});
+        if let Some(d) = f["description"].as_str() {
+            declaration["description"] = json!(d);
+        }
+        if f["parameters"].is_object() {
+            declaration["parametersJsonSchema"] = f["parameters"].clone();
+        }
+        declarations.push(declaration);
+    }
+    if declarations.is_empty() {
+        return Ok(());
+    }
+    fields.insert(
+        "tools".into(),
+        json!([{"functionDeclarations": declarations}]),
+    );
+    let config = match body.get::<Value>("tool_choice", "a string or an object")? {
+        None => None,
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => Some(json!({"mode": "AUTO"})),
+            "required" => Some(json!({"mode": "ANY"})),
+            "none" => Some(json!({"mode": "NONE"})),
+            other => return Err(bad("tool_choice", format!("unknown tool_choice '{other}'"))),
+        },
+        Some(obj) => match obj["function"]["name"].as_str() {
+            Some(name) => Some(json!({"mode": "ANY", "allowedFunctionNames": [name]})),
+            None => return Err(bad("tool_choice", "tool_choice objects need function.name")),
+        },
+    };
+    if let Some(config) = config {
+        fields.insert(
+            "toolConfig".into(),
+            json!({"functionCallingConfig": config}),
+        );
+    }
+    Ok(())
+}
+
+/// JSON mode: `application/json` output, constrained by the schema when one is given
+/// (`responseJsonSchema` takes JSON Schema as is).
+pub(super) fn apply_response_format(
+    body: &RequestBody,
+    generation: &mut Map<String, Value>,
+) -> Result<(), GatewayError> {
+    let Some(format) = body.get::<Value>("response_format", "an object")? else {
+        return Ok(());
+    };
+    match format["type"].as_str() {
+        Some("text") | None => {}
+        Some("json_object") => {
+            generation.insert("responseMimeType".into(), json!("application/json"));
+        }
+        Some("json_schema") => {
+            generation.insert("responseMimeType".into(), json!("application/json"));
+            let schema = &format["json_schema"]["schema"];
+            if schema.is_object() {
+                generation.insert("responseJsonSchema".into(), schema.clone());
+            }
+        }
+        Some(other) => {
+            return Err(bad(
+                "response_format",
+                format!("unknown response_format type '{other}'"),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! OpenAI's chunk stream, forwarded byte for byte: only events that mention usage are parsed, and the
+//! usage-only chunk is flagged so the proxy can hold it back from clients that did not ask for it.
+
+use super::*;
+
+pub(super) const DONE: &[u8] = b"[DONE]";
+
+/// Classifies one upstream SSE event. Only events that mention usage are parsed at all.
+pub(super) fn classify(event: Bytes) -> StreamItem {
+    let last = is_done(&event);
+    let mut usage = None;
+    let mut usage_only = false;
+    if memchr::memmem::find(&event, b"\"usage\"").is_some()
+        && let Some(data) = sse::data(&event)
+        && let Ok(probe) = serde_json::from_slice::<UsageProbe>(&data)
+        && let Some(u) = probe.usage
+    {
+        usage = Some(TokenUsage::from(u));
+        usage_only = probe.choices.is_none_or(|c| c.is_empty());
+    }
+    StreamItem::Event {
+        bytes: event,
+        usage,
+        usage_only,
+        last,
+    }
+}
+
+pub(super) fn is_done(event: &[u8]) -> bool {
+    sse::data(event).is_some_and(|d| d == DONE)
+}
+
+/// Turns the upstream body into framed events, applying the idle timeout and flagging a stream that ends
+/// without OpenAI's `[DONE]` terminator as failed (the connection dropped).
+pub(super) fn event_stream(
+    mut events: UpstreamEvents,
+) -> futures_util::stream::BoxStream<'static, StreamItem> {
+    async_stream::stream! {
+        while let Some(event) = events.next().await {
+            let item = match event {
+                Ok(event) => classify(event),
+                Err(err) => { yield StreamItem::Failed(err); return; }
+            };
+            let done = matches!(item, StreamItem::Event { last: true, .. });
+            yield item;
+            if done {
+                return;
+            }
+        }
+        tracing::warn!("upstream stream ended without [DONE]");
+        yield StreamItem::Failed(GatewayError::UpstreamFailed);
+    }
+    .boxed()
+}
