@@ -5,6 +5,7 @@ pub mod billing;
 pub mod budget;
 pub mod catalog;
 pub mod config;
+pub mod conversation;
 pub mod cost_bound;
 pub mod error;
 pub mod ids;

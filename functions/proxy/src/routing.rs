@@ -74,6 +74,8 @@ pub async fn first_answer(
     let started = Instant::now();
     let mut last_error = GatewayError::UpstreamFailed;
     let mut attempt = 0;
+    // One request for every attempt: a translating provider parses the body once for all of them.
+    let call_request = ChatRequest::new(body.clone(), stream);
     for model in candidates {
         let provider = match proxy.providers.get(model.provider) {
             Ok(provider) => provider.clone(),
@@ -91,10 +93,7 @@ pub async fn first_answer(
                 tokio::time::sleep(pause).await;
             }
             attempt += 1;
-            let request = ChatRequest {
-                body: body.clone(),
-                stream,
-            };
+            let request = call_request.clone();
             let reply = match api {
                 Api::ChatCompletions => provider.chat(model, request).await,
                 Api::Messages => provider.messages(model, request).await,

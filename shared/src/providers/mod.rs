@@ -2,7 +2,7 @@
 //! OpenAI-format reply (whole or as a stream of SSE events), so routing never knows a wire format.
 //! One module per upstream wire format.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 
 use crate::catalog::{Model, ProviderKind};
 use crate::config::{Config, UpstreamConfig};
+use crate::conversation::Conversation;
 use crate::error::GatewayError;
 use crate::usage::TokenUsage;
 
@@ -75,10 +76,33 @@ impl RequestBody {
     }
 }
 
-/// A chat completion request as the proxy validated it.
+/// A chat completion request as the proxy validated it: the client's body, passed through as is by
+/// providers that speak its format, and parsed into the gateway's [`Conversation`] at most once per call
+/// by those that translate it (the call's retries and fallbacks share the parse).
+#[derive(Clone)]
 pub struct ChatRequest {
     pub body: RequestBody,
     pub stream: bool,
+    parsed: Arc<OnceLock<Conversation>>,
+}
+
+impl ChatRequest {
+    pub fn new(body: RequestBody, stream: bool) -> ChatRequest {
+        ChatRequest {
+            body,
+            stream,
+            parsed: Arc::default(),
+        }
+    }
+
+    /// The body as a conversation, parsed on first use.
+    pub fn conversation(&self) -> Result<&Conversation, GatewayError> {
+        if let Some(parsed) = self.parsed.get() {
+            return Ok(parsed);
+        }
+        let parsed = Conversation::from_openai_chat(&self.body)?;
+        Ok(self.parsed.get_or_init(|| parsed))
+    }
 }
 
 /// One event of a reply stream, already framed as an OpenAI-format SSE event.

@@ -61,7 +61,7 @@ impl Anthropic {
 #[async_trait]
 impl Provider for Anthropic {
     async fn chat(&self, model: &Model, request: ChatRequest) -> Result<Reply, GatewayError> {
-        let body = to_messages_request(&request.body, model, request.stream)?;
+        let body = request::from_conversation(request.conversation()?, model, request.stream)?;
         let response = self
             .post(serde_json::to_vec(&body).expect("JSON serialises"))
             .await?;

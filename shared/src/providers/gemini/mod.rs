@@ -81,7 +81,7 @@ impl Gemini {
 #[async_trait]
 impl Provider for Gemini {
     async fn chat(&self, model: &Model, request: ChatRequest) -> Result<Reply, GatewayError> {
-        let body = to_gemini_request(&request.body, model)?;
+        let body = request::from_conversation(request.conversation()?, model)?;
         let url = if request.stream {
             self.url(model, "streamGenerateContent?alt=sse")
         } else {

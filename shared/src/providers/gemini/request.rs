@@ -1,8 +1,9 @@
-//! An OpenAI chat request as a Gemini `generateContent` request: system instruction, turns as `user` and
+//! A [`Conversation`] as a Gemini `generateContent` request: system instruction, turns as `user` and
 //! `model` contents (function responses leading), media parts, tools, tool choice, JSON output and
 //! generation settings; thought signatures put back on the function calls they came with.
 
 use super::*;
+use crate::conversation::{Content, Conversation, OutputFormat, Part, Role, ToolChoice};
 
 /// The media type of a remote file, from its extension; `fallback` when there is none we know.
 pub(super) fn guess_mime_type<'a>(url: &str, fallback: &'a str) -> &'a str {
@@ -27,34 +28,30 @@ pub(super) fn guess_mime_type<'a>(url: &str, fallback: &'a str) -> &'a str {
     }
 }
 
-/// One OpenAI message content as Gemini parts (text, images, audio, files; empty text is dropped, since
+/// One message's content as Gemini parts (text, images, audio, files; empty text is dropped, since
 /// Gemini refuses empty text parts).
-pub(super) fn content_parts(content: &Value, field: &str) -> Result<Vec<Value>, GatewayError> {
+pub(super) fn content_parts(content: &Content, field: &str) -> Result<Vec<Value>, GatewayError> {
     match content {
-        Value::Null => Ok(vec![]),
-        Value::String(text) if text.is_empty() => Ok(vec![]),
-        Value::String(text) => Ok(vec![json!({"text": text})]),
-        Value::Array(items) => {
+        Content::Empty => Ok(vec![]),
+        Content::Text(text) if text.is_empty() => Ok(vec![]),
+        Content::Text(text) => Ok(vec![json!({"text": text})]),
+        Content::Parts(items) => {
             let mut parts = Vec::new();
             for item in items {
-                match item["type"].as_str() {
-                    Some("text") => {
-                        if let Some(text) = item["text"].as_str().filter(|t| !t.is_empty()) {
+                match item {
+                    Part::Text(text) => {
+                        if let Some(text) = text.as_deref().filter(|t| !t.is_empty()) {
                             parts.push(json!({"text": text}));
                         }
                     }
-                    Some("image_url") => {
-                        let url = item["image_url"]["url"]
-                            .as_str()
-                            .or_else(|| item["image_url"].as_str())
+                    Part::Image { url } => {
+                        let url = url
+                            .as_deref()
                             .ok_or_else(|| bad(field, "an image_url part needs image_url.url"))?;
                         parts.push(media_part(url, "image/jpeg", field)?);
                     }
-                    Some("input_audio") => {
-                        let audio = &item["input_audio"];
-                        let (Some(data), Some(format)) =
-                            (audio["data"].as_str(), audio["format"].as_str())
-                        else {
+                    Part::Audio { data, format } => {
+                        let (Some(data), Some(format)) = (data, format) else {
                             return Err(bad(
                                 field,
                                 "an input_audio part needs input_audio.data and input_audio.format",
@@ -62,8 +59,8 @@ pub(super) fn content_parts(content: &Value, field: &str) -> Result<Vec<Value>, 
                         };
                         parts.push(json!({"inlineData": {"mimeType": format!("audio/{format}"), "data": data}}));
                     }
-                    Some("file") => {
-                        let data = item["file"]["file_data"].as_str().ok_or_else(|| {
+                    Part::File { data } => {
+                        let data = data.as_deref().ok_or_else(|| {
                             bad(
                                 field,
                                 "file parts need file.file_data (uploaded file ids are not supported for Google models)",
@@ -71,7 +68,7 @@ pub(super) fn content_parts(content: &Value, field: &str) -> Result<Vec<Value>, 
                         })?;
                         parts.push(media_part(data, "application/pdf", field)?);
                     }
-                    other => {
+                    Part::Other(other) => {
                         return Err(bad(
                             field,
                             format!(
@@ -83,7 +80,7 @@ pub(super) fn content_parts(content: &Value, field: &str) -> Result<Vec<Value>, 
             }
             Ok(parts)
         }
-        _ => Err(bad(
+        Content::Invalid => Err(bad(
             field,
             "message content must be a string or an array of parts",
         )),
@@ -109,17 +106,19 @@ pub(super) fn media_part(url: &str, fallback: &str, field: &str) -> Result<Value
 }
 
 /// A tool message's content as the text Gemini gets back in `functionResponse.response.content`.
-pub(super) fn tool_text(content: &Value, field: &str) -> Result<String, GatewayError> {
+pub(super) fn tool_text(content: &Content, field: &str) -> Result<String, GatewayError> {
     match content {
-        Value::Null => Ok(String::new()),
-        Value::String(text) => Ok(text.clone()),
-        Value::Array(items) => Ok(items
+        Content::Empty => Ok(String::new()),
+        Content::Text(text) => Ok(text.clone()),
+        Content::Parts(items) => Ok(items
             .iter()
-            .filter(|p| p["type"] == "text")
-            .filter_map(|p| p["text"].as_str())
+            .filter_map(|p| match p {
+                Part::Text(text) => text.as_deref(),
+                _ => None,
+            })
             .collect::<Vec<_>>()
             .join("")),
-        _ => Err(bad(
+        Content::Invalid => Err(bad(
             field,
             "tool message content must be a string or an array of text parts",
         )),
@@ -174,56 +173,49 @@ pub(super) fn push(contents: &mut Vec<Value>, role: &str, mut parts: Vec<Value>)
 
 /// Translates an OpenAI chat request into a Gemini `GenerateContentRequest`.
 pub fn to_gemini_request(body: &RequestBody, model: &Model) -> Result<Value, GatewayError> {
-    let messages: Vec<Value> = body
-        .get("messages", "an array of messages")?
-        .ok_or_else(|| bad("messages", "'messages' is required"))?;
+    from_conversation(&Conversation::from_openai_chat(body)?, model)
+}
+
+/// The Gemini `GenerateContentRequest` for `conversation`.
+pub(super) fn from_conversation(
+    conversation: &Conversation,
+    model: &Model,
+) -> Result<Value, GatewayError> {
     let mut system: Vec<Value> = Vec::new();
     let mut contents: Vec<Value> = Vec::new();
     // Tool call id → function name: Gemini's functionResponse needs the name, OpenAI's tool message
     // carries only the id. Later calls with a reused id replace earlier ones.
-    let mut call_names: HashMap<String, String> = HashMap::new();
-    for (i, message) in messages.iter().enumerate() {
+    let mut call_names: HashMap<&str, &str> = HashMap::new();
+    for (i, message) in conversation.messages.iter().enumerate() {
         let field = format!("messages[{i}]");
-        match message["role"].as_str() {
-            Some("system") | Some("developer") => {
-                system.extend(content_parts(&message["content"], &field)?)
+        match &message.role {
+            Role::System | Role::Developer => {
+                system.extend(content_parts(&message.content, &field)?)
             }
-            Some("user") => push(
+            Role::User => push(
                 &mut contents,
                 "user",
-                content_parts(&message["content"], &field)?,
+                content_parts(&message.content, &field)?,
             ),
-            Some("assistant") => {
-                let mut parts = content_parts(&message["content"], &field)?;
+            Role::Assistant => {
+                let mut parts = content_parts(&message.content, &field)?;
                 let first_call = parts.len();
                 let mut signed = false;
-                for call in message["tool_calls"].as_array().into_iter().flatten() {
-                    let name = call["function"]["name"]
-                        .as_str()
+                for call in &message.tool_calls {
+                    let name = call
+                        .name
+                        .as_deref()
                         .filter(|n| !n.is_empty())
                         .ok_or_else(|| bad(&field, "a tool call needs function.name"))?;
-                    let arguments = call["function"]["arguments"].as_str().unwrap_or("{}");
-                    let args: Value = if arguments.trim().is_empty() {
-                        json!({})
-                    } else {
-                        serde_json::from_str(arguments)
-                            .ok()
-                            .filter(Value::is_object)
-                            .ok_or_else(|| {
-                                bad(&field, "tool call arguments must be a JSON object")
-                            })?
-                    };
-                    let id = call["id"].as_str().unwrap_or("");
-                    let signature = split_call_id(id)
-                        .1
-                        .or_else(|| call["extra_content"]["google"]["thought_signature"].as_str());
-                    let mut part = json!({"functionCall": {"name": name, "args": args}});
+                    let id = call.id.as_deref().unwrap_or("");
+                    let signature = split_call_id(id).1.or(call.thought_signature.as_deref());
+                    let mut part = json!({"functionCall": {"name": name, "args": call.arguments}});
                     if let Some(signature) = signature {
                         part["thoughtSignature"] = json!(signature);
                         signed = true;
                     }
                     if !id.is_empty() {
-                        call_names.insert(id.to_owned(), name.to_owned());
+                        call_names.insert(id, name);
                     }
                     parts.push(part);
                 }
@@ -232,14 +224,15 @@ pub fn to_gemini_request(body: &RequestBody, model: &Model) -> Result<Value, Gat
                 }
                 push(&mut contents, "model", parts);
             }
-            Some("tool") => {
-                let id = message["tool_call_id"]
-                    .as_str()
+            Role::Tool => {
+                let id = message
+                    .tool_call_id
+                    .as_deref()
                     .ok_or_else(|| bad(&field, "a tool message needs tool_call_id"))?;
                 let name = call_names
                     .get(id)
-                    .map(String::as_str)
-                    .or_else(|| message["name"].as_str())
+                    .copied()
+                    .or(message.name.as_deref())
                     .ok_or_else(|| {
                         bad(
                             &field,
@@ -249,7 +242,7 @@ pub fn to_gemini_request(body: &RequestBody, model: &Model) -> Result<Value, Gat
                             ),
                         )
                     })?;
-                let content = tool_text(&message["content"], &field)?;
+                let content = tool_text(&message.content, &field)?;
                 push(
                     &mut contents,
                     "user",
@@ -258,7 +251,7 @@ pub fn to_gemini_request(body: &RequestBody, model: &Model) -> Result<Value, Gat
                     ],
                 );
             }
-            other => return Err(bad(&field, format!("unknown role {other:?}"))),
+            Role::Unknown(other) => return Err(bad(&field, format!("unknown role {other:?}"))),
         }
     }
     if contents.is_empty() {
@@ -271,73 +264,59 @@ pub fn to_gemini_request(body: &RequestBody, model: &Model) -> Result<Value, Gat
         fields.insert("systemInstruction".into(), json!({"parts": system}));
     }
     let mut generation = Map::new();
-    if let Some(max) = body
-        .get::<u64>("max_completion_tokens", "a positive integer")?
-        .or(body.get::<u64>("max_tokens", "a positive integer")?)
-    {
+    if let Some(max) = conversation.max_output_tokens {
         generation.insert("maxOutputTokens".into(), json!(max.max(1)));
     }
-    for (openai, gemini) in [
-        ("temperature", "temperature"),
-        ("top_p", "topP"),
-        ("presence_penalty", "presencePenalty"),
-        ("frequency_penalty", "frequencyPenalty"),
+    let sampling = &conversation.sampling;
+    for (value, gemini) in [
+        (sampling.temperature, "temperature"),
+        (sampling.top_p, "topP"),
+        (sampling.presence_penalty, "presencePenalty"),
+        (sampling.frequency_penalty, "frequencyPenalty"),
     ] {
-        if let Some(v) = body.get::<f64>(openai, "a number")? {
+        if let Some(v) = value {
             generation.insert(gemini.into(), json!(v));
         }
     }
-    if let Some(seed) = body.get::<i64>("seed", "an integer")? {
+    if let Some(seed) = sampling.seed {
         generation.insert("seed".into(), json!(seed));
     }
-    match body.get::<Value>("stop", "a string or an array of strings")? {
-        Some(Value::String(s)) if !s.is_empty() => {
-            generation.insert("stopSequences".into(), json!([s]));
-        }
-        Some(Value::Array(list)) => {
-            let list: Vec<&str> = list
-                .iter()
-                .filter_map(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .collect();
-            if !list.is_empty() {
-                generation.insert("stopSequences".into(), json!(list));
-            }
-        }
-        _ => {}
+    let stop: Vec<&str> = sampling
+        .stop
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if !stop.is_empty() {
+        generation.insert("stopSequences".into(), json!(stop));
     }
-    apply_response_format(body, &mut generation)?;
+    apply_output_format(conversation, &mut generation);
     if !generation.is_empty() {
         fields.insert("generationConfig".into(), Value::Object(generation));
     }
-    insert_tools(body, fields)?;
+    insert_tools(conversation, fields)?;
     Ok(request)
 }
 
 /// Tools as function declarations. Parameters go in `parametersJsonSchema`, which takes OpenAI's JSON
 /// Schema as is (`parameters` accepts only an OpenAPI subset and refuses e.g. `additionalProperties`).
 pub(super) fn insert_tools(
-    body: &RequestBody,
+    conversation: &Conversation,
     fields: &mut Map<String, Value>,
 ) -> Result<(), GatewayError> {
     let mut declarations = Vec::new();
-    for (i, tool) in body
-        .get::<Vec<Value>>("tools", "an array of tools")?
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
-        let f = &tool["function"];
-        let name = f["name"]
-            .as_str()
+    for (i, tool) in conversation.tools.iter().enumerate() {
+        let name = tool
+            .name
+            .as_deref()
             .filter(|n| !n.is_empty())
             .ok_or_else(|| bad(&format!("tools[{i}]"), "a tool needs function.name"))?;
         let mut declaration = json!({"name": name});
-        if let Some(d) = f["description"].as_str() {
+        if let Some(d) = &tool.description {
             declaration["description"] = json!(d);
         }
-        if f["parameters"].is_object() {
-            declaration["parametersJsonSchema"] = f["parameters"].clone();
+        if let Some(parameters) = &tool.parameters {
+            declaration["parametersJsonSchema"] = parameters.clone();
         }
         declarations.push(declaration);
     }
@@ -348,19 +327,15 @@ pub(super) fn insert_tools(
         "tools".into(),
         json!([{"functionDeclarations": declarations}]),
     );
-    let config = match body.get::<Value>("tool_choice", "a string or an object")? {
-        None => None,
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" => Some(json!({"mode": "AUTO"})),
-            "required" => Some(json!({"mode": "ANY"})),
-            "none" => Some(json!({"mode": "NONE"})),
-            other => return Err(bad("tool_choice", format!("unknown tool_choice '{other}'"))),
-        },
-        Some(obj) => match obj["function"]["name"].as_str() {
-            Some(name) => Some(json!({"mode": "ANY", "allowedFunctionNames": [name]})),
-            None => return Err(bad("tool_choice", "tool_choice objects need function.name")),
-        },
-    };
+    let config = conversation
+        .tool_choice
+        .as_ref()
+        .map(|choice| match choice {
+            ToolChoice::Auto => json!({"mode": "AUTO"}),
+            ToolChoice::Required => json!({"mode": "ANY"}),
+            ToolChoice::None => json!({"mode": "NONE"}),
+            ToolChoice::Function(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
+        });
     if let Some(config) = config {
         fields.insert(
             "toolConfig".into(),
@@ -372,31 +347,20 @@ pub(super) fn insert_tools(
 
 /// JSON mode: `application/json` output, constrained by the schema when one is given
 /// (`responseJsonSchema` takes JSON Schema as is).
-pub(super) fn apply_response_format(
-    body: &RequestBody,
+pub(super) fn apply_output_format(
+    conversation: &Conversation,
     generation: &mut Map<String, Value>,
-) -> Result<(), GatewayError> {
-    let Some(format) = body.get::<Value>("response_format", "an object")? else {
-        return Ok(());
-    };
-    match format["type"].as_str() {
-        Some("text") | None => {}
-        Some("json_object") => {
+) {
+    match &conversation.output {
+        None | Some(OutputFormat::Text) => {}
+        Some(OutputFormat::JsonObject) => {
             generation.insert("responseMimeType".into(), json!("application/json"));
         }
-        Some("json_schema") => {
+        Some(OutputFormat::JsonSchema { schema }) => {
             generation.insert("responseMimeType".into(), json!("application/json"));
-            let schema = &format["json_schema"]["schema"];
-            if schema.is_object() {
+            if let Some(schema) = schema {
                 generation.insert("responseJsonSchema".into(), schema.clone());
             }
         }
-        Some(other) => {
-            return Err(bad(
-                "response_format",
-                format!("unknown response_format type '{other}'"),
-            ));
-        }
     }
-    Ok(())
 }
