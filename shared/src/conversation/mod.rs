@@ -1,6 +1,7 @@
-//! The gateway's own model of a chat request: what every translating provider reads, parsed once from
-//! the inbound dialect (`openai_chat`) and mapped from here to each upstream's format. Passthrough
-//! providers never build it: a request whose inbound and upstream formats are the same goes upstream as
+//! The gateway's own model of a chat request, and of its answer (`answer`). The request is what every
+//! translating provider reads, parsed once from the inbound dialect (`openai_chat`) and mapped from here
+//! to each upstream's format; the answer is what they decode their upstream's reply into, and what the
+//! client's dialect is encoded from. Passthrough providers never build either: a request whose inbound and upstream formats are the same goes upstream as
 //! the client's own bytes (`providers::RequestBody`).
 //!
 //! The model keeps what the client said, not what an upstream accepts: a part type or a missing field
@@ -8,7 +9,10 @@
 
 use serde_json::Value;
 
+mod answer;
 mod openai_chat;
+
+pub use answer::{Answer, AnswerEvent, AnswerToolCall, FinishReason};
 
 /// One chat request: the conversation, the tools it may call, and how the answer is shaped.
 #[derive(Debug, Clone, Default, PartialEq)]

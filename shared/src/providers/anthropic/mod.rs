@@ -14,10 +14,11 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::openai_format::{now_unix, sse_event, stream_end, usage_json};
+use super::openai_format::{ChunkEncoder, completion};
 use super::sse::{self, UpstreamEvents};
 use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Upstream, bad, data_url};
 use crate::catalog::Model;
+use crate::conversation::{Answer, AnswerEvent, AnswerToolCall, FinishReason};
 use crate::error::GatewayError;
 use crate::usage::TokenUsage;
 

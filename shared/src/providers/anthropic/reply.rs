@@ -2,12 +2,12 @@
 
 use super::*;
 
-pub(super) fn finish_reason(stop_reason: Option<&str>) -> &'static str {
+pub(super) fn finish_reason(stop_reason: Option<&str>) -> FinishReason {
     match stop_reason {
-        Some("max_tokens") | Some("model_context_window_exceeded") => "length",
-        Some("tool_use") => "tool_calls",
-        Some("refusal") => "content_filter",
-        _ => "stop",
+        Some("max_tokens") | Some("model_context_window_exceeded") => FinishReason::Length,
+        Some("tool_use") => FinishReason::ToolCalls,
+        Some("refusal") => FinishReason::ContentFilter,
+        _ => FinishReason::Stop,
     }
 }
 
@@ -75,8 +75,8 @@ impl AnthropicUsage {
     }
 }
 
-/// A whole Anthropic message as an OpenAI chat.completion.
-pub(super) fn to_chat_completion(message: &Value, model: &Model) -> (Value, TokenUsage) {
+/// A whole Anthropic message as an answer. The forced JSON tool's input is the answer's text.
+pub(super) fn to_answer(message: &Value) -> Answer {
     let mut text = String::new();
     let mut tool_calls = Vec::new();
     let mut json_answer = None;
@@ -86,36 +86,36 @@ pub(super) fn to_chat_completion(message: &Value, model: &Model) -> (Value, Toke
             Some("tool_use") if block["name"] == JSON_TOOL => {
                 json_answer = Some(block["input"].to_string())
             }
-            Some("tool_use") => tool_calls.push(json!({
-                "id": block["id"], "type": "function",
-                "function": {"name": block["name"], "arguments": block["input"].to_string()},
-            })),
+            Some("tool_use") => tool_calls.push(AnswerToolCall {
+                id: block["id"].as_str().unwrap_or_default().to_owned(),
+                name: block["name"].as_str().unwrap_or_default().to_owned(),
+                arguments: block["input"].to_string(),
+            }),
             _ => {}
         }
     }
     let usage: AnthropicUsage =
         serde_json::from_value(message["usage"].clone()).unwrap_or_default();
-    let usage = usage.tokens();
     let mut finish = finish_reason(message["stop_reason"].as_str());
     let content = if let Some(answer) = json_answer {
-        finish = "stop";
-        Value::String(answer)
+        finish = FinishReason::Stop;
+        Some(answer)
     } else if text.is_empty() && !tool_calls.is_empty() {
-        Value::Null
+        None
     } else {
-        Value::String(text)
+        Some(text)
     };
-    let mut assistant = json!({"role": "assistant", "content": content, "refusal": null});
-    if !tool_calls.is_empty() {
-        assistant["tool_calls"] = Value::Array(tool_calls);
+    Answer {
+        id: message["id"].as_str().unwrap_or("anthropic").to_owned(),
+        content,
+        tool_calls,
+        finish,
+        usage: usage.tokens(),
     }
-    let completion = json!({
-        "id": format!("chatcmpl-{}", message["id"].as_str().unwrap_or("anthropic")),
-        "object": "chat.completion",
-        "created": now_unix(),
-        "model": model.id,
-        "choices": [{"index": 0, "message": assistant, "logprobs": null, "finish_reason": finish}],
-        "usage": usage_json(&usage),
-    });
-    (completion, usage)
+}
+
+/// A whole Anthropic message as an OpenAI `chat.completion`, and its usage.
+pub(super) fn to_chat_completion(message: &Value, model: &Model) -> (Value, TokenUsage) {
+    let answer = to_answer(message);
+    (completion(&answer, &model.id), answer.usage)
 }

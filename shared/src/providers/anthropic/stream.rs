@@ -3,60 +3,54 @@
 
 use super::*;
 
-/// Translates one Anthropic stream into OpenAI chunks, event by event.
+/// Decodes one Anthropic stream into answer events, event by event.
 pub(super) struct StreamTranslator {
-    pub(super) id: String,
-    pub(super) model: String,
-    pub(super) created: u64,
     pub(super) usage: AnthropicUsage,
-    /// Anthropic content-block index → OpenAI tool-call index (tool calls only).
+    /// Anthropic content-block index → tool-call index (tool calls only).
     pub(super) tool_index: HashMap<u64, usize>,
     pub(super) tools_seen: usize,
     /// Tool blocks that have not received any argument text yet (closed with "{}").
     pub(super) empty_arguments: HashMap<u64, bool>,
     pub(super) json_tool_block: Option<u64>,
     pub(super) stop_reason: Option<String>,
+    pub(super) chunks: ChunkEncoder,
 }
 
 impl StreamTranslator {
     pub(super) fn new(model: &Model) -> StreamTranslator {
         StreamTranslator {
-            id: "chatcmpl-anthropic".into(),
-            model: model.id.clone(),
-            created: now_unix(),
             usage: AnthropicUsage::default(),
             tool_index: HashMap::new(),
             tools_seen: 0,
             empty_arguments: HashMap::new(),
             json_tool_block: None,
             stop_reason: None,
-        }
-    }
-
-    pub(super) fn chunk(&self, delta: Value, finish: Option<&str>) -> StreamItem {
-        StreamItem::Event {
-            bytes: sse_event(&json!({
-                "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-            })),
-            usage: None,
-            usage_only: false,
-            last: false,
+            chunks: ChunkEncoder::new(&model.id, "anthropic"),
         }
     }
 
     /// The OpenAI items for one Anthropic event.
     pub(super) fn on_event(&mut self, name: &str, data: &Value) -> Vec<StreamItem> {
-        match name {
+        match self.decode(name, data) {
+            Ok(events) => events
+                .into_iter()
+                .flat_map(|e| self.chunks.encode(e))
+                .collect(),
+            Err(err) => vec![StreamItem::Failed(err)],
+        }
+    }
+
+    /// The answer events one Anthropic event stands for.
+    fn decode(&mut self, name: &str, data: &Value) -> Result<Vec<AnswerEvent>, GatewayError> {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        Ok(match name {
             "message_start" => {
                 let message = &data["message"];
-                if let Some(id) = message["id"].as_str() {
-                    self.id = format!("chatcmpl-{id}");
-                }
                 if let Ok(u) = serde_json::from_value::<AnthropicUsage>(message["usage"].clone()) {
                     self.usage.overlay(u);
                 }
-                vec![self.chunk(json!({"role": "assistant", "content": ""}), None)]
+                let id = message["id"].as_str().unwrap_or("anthropic").to_owned();
+                vec![AnswerEvent::Started { id }]
             }
             "content_block_start" => {
                 let index = data["index"].as_u64().unwrap_or(0);
@@ -71,11 +65,15 @@ impl StreamTranslator {
                         self.tools_seen += 1;
                         self.tool_index.insert(index, tool);
                         self.empty_arguments.insert(index, true);
-                        vec![self.chunk(json!({"tool_calls": [{"index": tool, "id": block["id"], "type": "function",
-                            "function": {"name": block["name"], "arguments": ""}}]}), None)]
+                        vec![AnswerEvent::ToolCall {
+                            index: tool,
+                            id: text(&block["id"]),
+                            name: text(&block["name"]),
+                            arguments: String::new(),
+                        }]
                     }
                     Some("text") if block["text"].as_str().is_some_and(|t| !t.is_empty()) => {
-                        vec![self.chunk(json!({"content": block["text"]}), None)]
+                        vec![AnswerEvent::Text(text(&block["text"]))]
                     }
                     _ => vec![],
                 }
@@ -84,19 +82,22 @@ impl StreamTranslator {
                 let index = data["index"].as_u64().unwrap_or(0);
                 let delta = &data["delta"];
                 match delta["type"].as_str() {
-                    Some("text_delta") => vec![self.chunk(json!({"content": delta["text"]}), None)],
+                    Some("text_delta") => vec![AnswerEvent::Text(text(&delta["text"]))],
                     Some("input_json_delta") => {
-                        let part = delta["partial_json"].as_str().unwrap_or("");
+                        let part = text(&delta["partial_json"]);
                         if part.is_empty() {
-                            return vec![];
+                            return Ok(vec![]);
                         }
                         if self.json_tool_block == Some(index) {
-                            return vec![self.chunk(json!({"content": part}), None)];
+                            return Ok(vec![AnswerEvent::Text(part)]);
                         }
                         match self.tool_index.get(&index) {
                             Some(&tool) => {
                                 self.empty_arguments.insert(index, false);
-                                vec![self.chunk(json!({"tool_calls": [{"index": tool, "function": {"arguments": part}}]}), None)]
+                                vec![AnswerEvent::ToolArguments {
+                                    index: tool,
+                                    fragment: part,
+                                }]
                             }
                             None => vec![],
                         }
@@ -110,9 +111,10 @@ impl StreamTranslator {
                     self.tool_index.get(&index),
                     self.empty_arguments.remove(&index),
                 ) {
-                    (Some(&tool), Some(true)) => {
-                        vec![self.chunk(json!({"tool_calls": [{"index": tool, "function": {"arguments": "{}"}}]}), None)]
-                    }
+                    (Some(&tool), Some(true)) => vec![AnswerEvent::ToolArguments {
+                        index: tool,
+                        fragment: "{}".into(),
+                    }],
                     _ => vec![],
                 }
             }
@@ -122,13 +124,15 @@ impl StreamTranslator {
                 }
                 self.stop_reason = data["delta"]["stop_reason"].as_str().map(str::to_owned);
                 let finish = if self.json_tool_block.is_some() {
-                    "stop"
+                    FinishReason::Stop
                 } else {
                     finish_reason(self.stop_reason.as_deref())
                 };
-                vec![self.chunk(json!({}), Some(finish))]
+                vec![AnswerEvent::Finished(finish)]
             }
-            "message_stop" => stream_end(&self.id, self.created, &self.model, self.usage.tokens()),
+            "message_stop" => vec![AnswerEvent::Ended {
+                usage: self.usage.tokens(),
+            }],
             "error" => {
                 let kind = data["error"]["type"].as_str().unwrap_or("api_error");
                 tracing::warn!(
@@ -136,14 +140,14 @@ impl StreamTranslator {
                     kind,
                     "upstream error event mid-stream"
                 );
-                vec![StreamItem::Failed(if kind == "overloaded_error" {
+                return Err(if kind == "overloaded_error" {
                     GatewayError::UpstreamOverloaded
                 } else {
                     GatewayError::UpstreamFailed
-                })]
+                });
             }
             _ => vec![],
-        }
+        })
     }
 }
 

@@ -29,10 +29,10 @@ pub(super) fn call_tag() -> String {
 
 /// Gemini's finish reason (any case) as OpenAI's. Function calls finish with STOP, so a reply with calls
 /// is `tool_calls` unless it was cut short or filtered.
-pub(super) fn finish_reason(reason: Option<&str>, has_tool_calls: bool) -> &'static str {
+pub(super) fn finish_reason(reason: Option<&str>, has_tool_calls: bool) -> FinishReason {
     let reason = reason.map(str::to_ascii_uppercase);
     match reason.as_deref() {
-        Some("MAX_TOKENS") => "length",
+        Some("MAX_TOKENS") => FinishReason::Length,
         Some(
             "SAFETY"
             | "RECITATION"
@@ -46,9 +46,9 @@ pub(super) fn finish_reason(reason: Option<&str>, has_tool_calls: bool) -> &'sta
             | "IMAGE_RECITATION"
             | "IMAGE_OTHER"
             | "NO_IMAGE",
-        ) => "content_filter",
-        _ if has_tool_calls => "tool_calls",
-        _ => "stop",
+        ) => FinishReason::ContentFilter,
+        _ if has_tool_calls => FinishReason::ToolCalls,
+        _ => FinishReason::Stop,
     }
 }
 
@@ -95,8 +95,8 @@ pub(super) fn usage_of(response: &Value) -> Option<UsageMetadata> {
 
 pub(super) fn completion_id(response: &Value) -> String {
     match response["responseId"].as_str() {
-        Some(id) => format!("chatcmpl-{id}"),
-        None => format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+        Some(id) => id.to_owned(),
+        None => uuid::Uuid::new_v4().simple().to_string(),
     }
 }
 
@@ -120,8 +120,22 @@ pub(super) fn function_call_of(part: &Value) -> Option<&Value> {
         .filter(|c| c.is_object())
 }
 
-/// A whole Gemini response as an OpenAI chat.completion.
-pub(super) fn to_chat_completion(response: &Value, model: &Model) -> (Value, TokenUsage) {
+/// A function call part as a tool call: Gemini's own id, or one minted with the thought signature in it.
+pub(super) fn tool_call(call: &Value, part: &Value, tag: &str, n: usize) -> AnswerToolCall {
+    let args = if call["args"].is_object() {
+        call["args"].clone()
+    } else {
+        json!({})
+    };
+    AnswerToolCall {
+        id: call_id(call, signature_of(part), tag, n),
+        name: call["name"].as_str().unwrap_or_default().to_owned(),
+        arguments: args.to_string(),
+    }
+}
+
+/// A whole Gemini response as an answer.
+pub(super) fn to_answer(response: &Value) -> Answer {
     let candidate = &response["candidates"][0];
     let tag = call_tag();
     let mut text = String::new();
@@ -132,43 +146,33 @@ pub(super) fn to_chat_completion(response: &Value, model: &Model) -> (Value, Tok
         .flatten()
     {
         if let Some(call) = function_call_of(part) {
-            let args = if call["args"].is_object() {
-                call["args"].clone()
-            } else {
-                json!({})
-            };
-            tool_calls.push(json!({
-                "id": call_id(call, signature_of(part), &tag, tool_calls.len()),
-                "type": "function",
-                "function": {"name": call["name"], "arguments": args.to_string()},
-            }));
+            tool_calls.push(tool_call(call, part, &tag, tool_calls.len()));
         } else if let Some(t) = part_text(part) {
             text.push_str(t);
         }
     }
-    let usage = usage_of(response).unwrap_or_default().tokens();
     let blocked = candidate.is_null() && !response["promptFeedback"]["blockReason"].is_null();
     let finish = if blocked {
-        "content_filter"
+        FinishReason::ContentFilter
     } else {
         finish_reason(candidate["finishReason"].as_str(), !tool_calls.is_empty())
     };
     let content = if text.is_empty() && (blocked || !tool_calls.is_empty()) {
-        Value::Null
+        None
     } else {
-        Value::String(text)
+        Some(text)
     };
-    let mut assistant = json!({"role": "assistant", "content": content, "refusal": null});
-    if !tool_calls.is_empty() {
-        assistant["tool_calls"] = Value::Array(tool_calls);
+    Answer {
+        id: completion_id(response),
+        content,
+        tool_calls,
+        finish,
+        usage: usage_of(response).unwrap_or_default().tokens(),
     }
-    let completion = json!({
-        "id": completion_id(response),
-        "object": "chat.completion",
-        "created": now_unix(),
-        "model": model.id,
-        "choices": [{"index": 0, "message": assistant, "logprobs": null, "finish_reason": finish}],
-        "usage": usage_json(&usage),
-    });
-    (completion, usage)
+}
+
+/// A whole Gemini response as an OpenAI `chat.completion`, and its usage.
+pub(super) fn to_chat_completion(response: &Value, model: &Model) -> (Value, TokenUsage) {
+    let answer = to_answer(response);
+    (completion(&answer, &model.id), answer.usage)
 }

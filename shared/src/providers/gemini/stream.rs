@@ -19,45 +19,34 @@ pub(super) fn stream_error(error: &Value) -> GatewayError {
     }
 }
 
-/// Translates one Gemini stream into OpenAI chunks. Every Gemini event is a whole response object whose
+/// Decodes one Gemini stream into answer events. Every Gemini event is a whole response object whose
 /// parts are new (text deltas, whole function calls) and whose usage is the running total.
 pub(super) struct StreamTranslator {
-    pub(super) id: Option<String>,
-    pub(super) model: String,
-    pub(super) created: u64,
+    pub(super) started: bool,
     pub(super) tag: String,
     pub(super) tool_calls: usize,
     pub(super) usage: UsageMetadata,
     pub(super) finished: bool,
+    pub(super) chunks: ChunkEncoder,
 }
 
 impl StreamTranslator {
     pub(super) fn new(model: &Model) -> StreamTranslator {
         StreamTranslator {
-            id: None,
-            model: model.id.clone(),
-            created: now_unix(),
+            started: false,
             tag: call_tag(),
             tool_calls: 0,
             usage: UsageMetadata::default(),
             finished: false,
+            chunks: ChunkEncoder::new(&model.id, "gemini"),
         }
     }
 
-    pub(super) fn event(&self, body: Value) -> StreamItem {
-        StreamItem::Event {
-            bytes: sse_event(&body),
-            usage: None,
-            usage_only: false,
-            last: false,
-        }
-    }
-
-    pub(super) fn chunk(&self, delta: Value, finish: Option<&str>) -> StreamItem {
-        self.event(json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        }))
+    fn encode(&mut self, events: Vec<AnswerEvent>) -> Vec<StreamItem> {
+        events
+            .into_iter()
+            .flat_map(|e| self.chunks.encode(e))
+            .collect()
     }
 
     /// The OpenAI items for one Gemini event.
@@ -65,16 +54,24 @@ impl StreamTranslator {
         if let Some(error) = data.get("error") {
             return vec![StreamItem::Failed(stream_error(error))];
         }
-        let mut items = Vec::new();
-        if self.id.is_none() {
-            self.id = Some(completion_id(data));
-            items.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
+        let events = self.decode(data);
+        self.encode(events)
+    }
+
+    /// The answer events one Gemini event stands for.
+    fn decode(&mut self, data: &Value) -> Vec<AnswerEvent> {
+        let mut events = Vec::new();
+        if !self.started {
+            self.started = true;
+            events.push(AnswerEvent::Started {
+                id: completion_id(data),
+            });
         }
         if let Some(usage) = usage_of(data) {
             self.usage = usage;
         }
         if self.finished {
-            return items;
+            return events;
         }
         let candidate = &data["candidates"][0];
         for part in candidate["content"]["parts"]
@@ -85,23 +82,19 @@ impl StreamTranslator {
             if let Some(call) = function_call_of(part) {
                 let index = self.tool_calls;
                 self.tool_calls += 1;
-                let args = if call["args"].is_object() {
-                    call["args"].clone()
-                } else {
-                    json!({})
-                };
-                let id = call_id(call, signature_of(part), &self.tag, index);
-                items.push(self.chunk(
-                    json!({"tool_calls": [{"index": index, "id": id, "type": "function",
-                        "function": {"name": call["name"], "arguments": args.to_string()}}]}),
-                    None,
-                ));
+                let call = tool_call(call, part, &self.tag, index);
+                events.push(AnswerEvent::ToolCall {
+                    index,
+                    id: call.id,
+                    name: call.name,
+                    arguments: call.arguments,
+                });
             } else if let Some(text) = part_text(part) {
-                items.push(self.chunk(json!({"content": text}), None));
+                events.push(AnswerEvent::Text(text.to_owned()));
             }
         }
         let finish = if candidate.is_null() && !data["promptFeedback"]["blockReason"].is_null() {
-            Some("content_filter")
+            Some(FinishReason::ContentFilter)
         } else {
             candidate["finishReason"]
                 .as_str()
@@ -109,9 +102,9 @@ impl StreamTranslator {
         };
         if let Some(finish) = finish {
             self.finished = true;
-            items.push(self.chunk(json!({}), Some(finish)));
+            events.push(AnswerEvent::Finished(finish));
         }
-        items
+        events
     }
 
     /// The upstream's stream ended: the usage chunk and `[DONE]` if the reply was finished, else a failure.
@@ -120,12 +113,8 @@ impl StreamTranslator {
             tracing::warn!("gemini stream ended without a finishReason");
             return vec![StreamItem::Failed(GatewayError::UpstreamFailed)];
         }
-        stream_end(
-            self.id.as_deref().unwrap_or("chatcmpl-gemini"),
-            self.created,
-            &self.model,
-            self.usage.tokens(),
-        )
+        let usage = self.usage.tokens();
+        self.encode(vec![AnswerEvent::Ended { usage }])
     }
 }
 
