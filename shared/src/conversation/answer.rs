@@ -51,7 +51,8 @@ pub struct Answer {
     pub content: Option<String>,
     pub tool_calls: Vec<AnswerToolCall>,
     pub finish: FinishReason,
-    pub usage: TokenUsage,
+    /// The upstream's count; `None` when it reported none (the call is then billed by an estimate).
+    pub usage: Option<TokenUsage>,
 }
 
 /// One step of a streamed answer, in order: `Started`, then text and tool calls, `Finished`, `Ended`.
@@ -74,8 +75,8 @@ pub enum AnswerEvent {
         fragment: String,
     },
     Finished(FinishReason),
-    /// The answer is complete; `usage` is the upstream's count for the whole call.
+    /// The answer is complete; `usage` is the upstream's count for the whole call, if it gave one.
     Ended {
-        usage: TokenUsage,
+        usage: Option<TokenUsage>,
     },
 }

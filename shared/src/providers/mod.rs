@@ -19,6 +19,7 @@ use crate::error::GatewayError;
 use crate::usage::TokenUsage;
 
 pub mod anthropic;
+mod anthropic_format;
 pub mod gemini;
 pub mod openai;
 mod openai_format;

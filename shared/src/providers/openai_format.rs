@@ -49,7 +49,7 @@ pub(crate) fn completion(answer: &Answer, model: &str) -> Value {
         "model": model,
         "choices": [{"index": 0, "message": assistant, "logprobs": null,
             "finish_reason": answer.finish.as_openai()}],
-        "usage": usage_json(&answer.usage),
+        "usage": usage_json(&answer.usage.unwrap_or_default()),
     })
 }
 
@@ -109,12 +109,12 @@ impl ChunkEncoder {
             AnswerEvent::Ended { usage } => {
                 let chunk = json!({
                     "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                    "model": self.model, "choices": [], "usage": usage_json(&usage),
+                    "model": self.model, "choices": [], "usage": usage_json(&usage.unwrap_or_default()),
                 });
                 vec![
                     StreamItem::Event {
                         bytes: sse_event(&chunk),
-                        usage: Some(usage),
+                        usage,
                         usage_only: true,
                         last: false,
                     },

@@ -110,12 +110,15 @@ pub(super) fn to_answer(message: &Value) -> Answer {
         content,
         tool_calls,
         finish,
-        usage: usage.tokens(),
+        usage: Some(usage.tokens()),
     }
 }
 
 /// A whole Anthropic message as an OpenAI `chat.completion`, and its usage.
 pub(super) fn to_chat_completion(message: &Value, model: &Model) -> (Value, TokenUsage) {
     let answer = to_answer(message);
-    (completion(&answer, &model.id), answer.usage)
+    (
+        completion(&answer, &model.id),
+        answer.usage.unwrap_or_default(),
+    )
 }

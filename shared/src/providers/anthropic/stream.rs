@@ -131,7 +131,7 @@ impl StreamTranslator {
                 vec![AnswerEvent::Finished(finish)]
             }
             "message_stop" => vec![AnswerEvent::Ended {
-                usage: self.usage.tokens(),
+                usage: Some(self.usage.tokens()),
             }],
             "error" => {
                 let kind = data["error"]["type"].as_str().unwrap_or("api_error");

@@ -167,12 +167,15 @@ pub(super) fn to_answer(response: &Value) -> Answer {
         content,
         tool_calls,
         finish,
-        usage: usage_of(response).unwrap_or_default().tokens(),
+        usage: Some(usage_of(response).unwrap_or_default().tokens()),
     }
 }
 
 /// A whole Gemini response as an OpenAI `chat.completion`, and its usage.
 pub(super) fn to_chat_completion(response: &Value, model: &Model) -> (Value, TokenUsage) {
     let answer = to_answer(response);
-    (completion(&answer, &model.id), answer.usage)
+    (
+        completion(&answer, &model.id),
+        answer.usage.unwrap_or_default(),
+    )
 }

@@ -113,7 +113,7 @@ impl StreamTranslator {
             tracing::warn!("gemini stream ended without a finishReason");
             return vec![StreamItem::Failed(GatewayError::UpstreamFailed)];
         }
-        let usage = self.usage.tokens();
+        let usage = Some(self.usage.tokens());
         self.encode(vec![AnswerEvent::Ended { usage }])
     }
 }

@@ -20,7 +20,9 @@ use sha2::{Digest, Sha256};
 
 use super::OpenAiUsage;
 use crate::catalog::Model;
+use crate::conversation::{Answer, AnswerEvent, AnswerToolCall, FinishReason};
 use crate::error::GatewayError;
+use crate::providers::anthropic_format::{self, EventEncoder};
 use crate::providers::sse::{self, UpstreamEvents};
 use crate::providers::{RequestBody, StreamItem, bad};
 use crate::usage::TokenUsage;

@@ -1,156 +1,51 @@
-//! OpenAI chunks as Anthropic's named stream events (message_start, content blocks, message_delta,
-//! message_stop).
+//! OpenAI chunks decoded into answer events (tool names restored), which `anthropic_format` renders as
+//! Anthropic's named stream events.
 
 use super::*;
 
-pub(super) fn event(name: &str, mut data: Value) -> Bytes {
-    data["type"] = json!(name);
-    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
-}
-
-pub(super) fn item(bytes: Bytes) -> StreamItem {
-    StreamItem::Event {
-        bytes,
-        usage: None,
-        usage_only: false,
-        last: false,
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Block {
-    Text(usize),
-    Tool(usize),
-}
-
-/// Translates one OpenAI chunk stream into Anthropic events, chunk by chunk: `message_start` with the
-/// first upstream event, one content block per run of text and per tool call (Anthropic block indices
-/// from 0, OpenAI tool-call index → block index), and at `[DONE]` the closing `message_delta` (stop
-/// reason and the final usage chunk's counts) and `message_stop`.
+/// Translates one OpenAI chunk stream into Anthropic events, chunk by chunk: the first upstream event
+/// starts the message, each run of text and each tool call (by OpenAI's tool-call index) is a content
+/// block, and `[DONE]` ends it with the stop reason and the final usage chunk's counts.
 pub struct StreamTranslator {
-    pub(super) model: String,
     pub(super) names: ToolNames,
     pub(super) started: bool,
-    pub(super) next_block: usize,
-    pub(super) open: Option<Block>,
-    pub(super) tool_blocks: HashMap<u64, usize>,
-    pub(super) finish_reason: Option<String>,
+    /// OpenAI tool-call index (or position) → the answer's tool-call index.
+    pub(super) tool_calls: HashMap<u64, usize>,
     pub(super) usage: Option<TokenUsage>,
+    pub(super) events: EventEncoder,
 }
 
 impl StreamTranslator {
     pub fn new(model: &Model, names: ToolNames) -> StreamTranslator {
         StreamTranslator {
-            model: model.id.clone(),
             names,
             started: false,
-            next_block: 0,
-            open: None,
-            tool_blocks: HashMap::new(),
-            finish_reason: None,
+            tool_calls: HashMap::new(),
             usage: None,
+            events: EventEncoder::new(&model.id, "openai"),
         }
     }
 
-    pub(super) fn start(&mut self, id: Option<&str>, out: &mut Vec<StreamItem>) {
-        if self.started {
-            return;
+    /// The answer events of one chunk.
+    pub(super) fn decode(&mut self, chunk: &Value) -> Vec<AnswerEvent> {
+        let mut out = Vec::new();
+        if !self.started {
+            self.started = true;
+            out.push(AnswerEvent::Started {
+                id: chunk["id"].as_str().unwrap_or("openai").to_owned(),
+            });
         }
-        self.started = true;
-        out.push(item(event(
-            "message_start",
-            json!({"message": {
-                "id": format!("msg_{}", id.unwrap_or("openai")), "type": "message", "role": "assistant",
-                "model": self.model, "content": [], "stop_reason": null, "stop_sequence": null,
-                // The counts arrive with the last chunk; message_delta carries them.
-                "usage": {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
-            }}),
-        )));
-    }
-
-    pub(super) fn close(&mut self, out: &mut Vec<StreamItem>) {
-        if let Some(Block::Text(index) | Block::Tool(index)) = self.open.take() {
-            out.push(item(event("content_block_stop", json!({"index": index}))));
-        }
-    }
-
-    pub(super) fn open_block(&mut self, block: Value, out: &mut Vec<StreamItem>) -> usize {
-        self.close(out);
-        let index = self.next_block;
-        self.next_block += 1;
-        out.push(item(event(
-            "content_block_start",
-            json!({"index": index, "content_block": block}),
-        )));
-        index
-    }
-
-    pub(super) fn on_text(&mut self, text: &str, out: &mut Vec<StreamItem>) {
-        let index = match self.open {
-            Some(Block::Text(index)) => index,
-            _ => {
-                let index = self.open_block(json!({"type": "text", "text": ""}), out);
-                self.open = Some(Block::Text(index));
-                index
-            }
-        };
-        out.push(item(event(
-            "content_block_delta",
-            json!({"index": index, "delta": {"type": "text_delta", "text": text}}),
-        )));
-    }
-
-    pub(super) fn on_tool_call(
-        &mut self,
-        position: usize,
-        call: &Value,
-        out: &mut Vec<StreamItem>,
-    ) {
-        let key = call["index"].as_u64().unwrap_or(position as u64);
-        let index = match self.tool_blocks.get(&key) {
-            Some(&index) => index,
-            None => {
-                let id = call["id"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| format!("call_{key}"));
-                let name = self
-                    .names
-                    .original(call["function"]["name"].as_str().unwrap_or(""))
-                    .to_owned();
-                let index = self.open_block(
-                    json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
-                    out,
-                );
-                self.open = Some(Block::Tool(index));
-                self.tool_blocks.insert(key, index);
-                index
-            }
-        };
-        if let Some(arguments) = call["function"]["arguments"]
-            .as_str()
-            .filter(|a| !a.is_empty())
-        {
-            out.push(item(event(
-                "content_block_delta",
-                json!({"index": index, "delta": {"type": "input_json_delta", "partial_json": arguments}}),
-            )));
-        }
-    }
-
-    pub(super) fn on_chunk(&mut self, chunk: &Value, out: &mut Vec<StreamItem>) {
-        self.start(chunk["id"].as_str(), out);
         if let Some(usage) = parse_usage(&chunk["usage"]) {
             self.usage = Some(usage);
         }
         // The final usage chunk has no choices.
         let Some(choice) = chunk["choices"].get(0) else {
-            return;
+            return out;
         };
         let delta = &choice["delta"];
         for text in [&delta["content"], &delta["refusal"]] {
             if let Some(text) = text.as_str().filter(|t| !t.is_empty()) {
-                self.on_text(text, out);
+                out.push(AnswerEvent::Text(text.to_owned()));
             }
         }
         for (position, call) in delta["tool_calls"]
@@ -159,73 +54,69 @@ impl StreamTranslator {
             .flatten()
             .enumerate()
         {
-            self.on_tool_call(position, call, out);
+            let key = call["index"].as_u64().unwrap_or(position as u64);
+            let arguments = call["function"]["arguments"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            match self.tool_calls.get(&key) {
+                Some(&index) => out.push(AnswerEvent::ToolArguments {
+                    index,
+                    fragment: arguments,
+                }),
+                None => {
+                    let index = self.tool_calls.len();
+                    self.tool_calls.insert(key, index);
+                    out.push(AnswerEvent::ToolCall {
+                        index,
+                        id: call["id"]
+                            .as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| format!("call_{key}")),
+                        name: self
+                            .names
+                            .original(call["function"]["name"].as_str().unwrap_or(""))
+                            .to_owned(),
+                        arguments,
+                    });
+                }
+            }
         }
-        if let Some(finish) = choice["finish_reason"].as_str() {
-            self.close(out);
-            self.finish_reason = Some(finish.to_owned());
+        if let Some(reason) = choice["finish_reason"].as_str() {
+            out.push(AnswerEvent::Finished(finish(Some(reason))));
         }
-    }
-
-    pub(super) fn on_done(&mut self, out: &mut Vec<StreamItem>) {
-        self.start(None, out);
-        self.close(out);
-        if self.next_block == 0 {
-            // Clients expect at least one block.
-            self.open_block(json!({"type": "text", "text": ""}), out);
-            out.push(item(event("content_block_stop", json!({"index": 0}))));
-        }
-        let reason = stop_reason(self.finish_reason.as_deref(), !self.tool_blocks.is_empty());
-        let usage = match &self.usage {
-            Some(u) => anthropic_usage(u),
-            None => json!({"output_tokens": 0}),
-        };
-        out.push(StreamItem::Event {
-            bytes: event(
-                "message_delta",
-                json!({"delta": {"stop_reason": reason, "stop_sequence": null}, "usage": usage}),
-            ),
-            usage: self.usage,
-            usage_only: false,
-            last: false,
-        });
-        out.push(StreamItem::Event {
-            bytes: event("message_stop", json!({})),
-            usage: None,
-            usage_only: false,
-            last: true,
-        });
+        out
     }
 
     /// The Anthropic items for one upstream SSE event (framed, with its trailing blank line).
     pub fn on_event(&mut self, event: &[u8]) -> Vec<StreamItem> {
-        let mut out = Vec::new();
         let Some(data) = sse::data(event) else {
-            return out;
+            return vec![];
         };
-        if data == b"[DONE]" {
-            self.on_done(&mut out);
-            return out;
-        }
-        let chunk = match serde_json::from_slice::<Value>(&data) {
-            Ok(chunk) => chunk,
-            Err(_) => {
-                tracing::warn!(provider = "openai", "unparsable stream chunk");
-                out.push(StreamItem::Failed(GatewayError::UpstreamFailed));
-                return out;
+        let answer_events = if data == b"[DONE]" {
+            vec![AnswerEvent::Ended { usage: self.usage }]
+        } else {
+            let chunk = match serde_json::from_slice::<Value>(&data) {
+                Ok(chunk) => chunk,
+                Err(_) => {
+                    tracing::warn!(provider = "openai", "unparsable stream chunk");
+                    return vec![StreamItem::Failed(GatewayError::UpstreamFailed)];
+                }
+            };
+            if !chunk["error"].is_null() {
+                tracing::warn!(
+                    provider = "openai",
+                    kind = chunk["error"]["type"].as_str().unwrap_or("unknown"),
+                    "upstream error event mid-stream"
+                );
+                return vec![StreamItem::Failed(GatewayError::UpstreamFailed)];
             }
+            self.decode(&chunk)
         };
-        if !chunk["error"].is_null() {
-            tracing::warn!(
-                provider = "openai",
-                kind = chunk["error"]["type"].as_str().unwrap_or("unknown"),
-                "upstream error event mid-stream"
-            );
-            out.push(StreamItem::Failed(GatewayError::UpstreamFailed));
-            return out;
-        }
-        self.on_chunk(&chunk, &mut out);
-        out
+        answer_events
+            .into_iter()
+            .flat_map(|e| self.events.encode(e))
+            .collect()
     }
 }
 
