@@ -7,7 +7,7 @@ use qnp_shared::error::Dialect;
 use qnp_shared::providers::RequestBody;
 use serde::Deserialize;
 
-use crate::pipeline::{Checked, Fallbacks, Route};
+use crate::pipeline::{Checked, Fallbacks, Route, model_field};
 use crate::routing::Api;
 
 pub const ROUTE: Route = Route {
@@ -27,11 +27,7 @@ struct StreamOptions {
 }
 
 fn validate(body: &RequestBody, body_bytes: usize) -> Result<Checked, GatewayError> {
-    let model: String = body
-        .get("model", "a string naming a model as provider/model")?
-        .ok_or_else(|| {
-            GatewayError::field("model", "'model' is required (e.g. openai/gpt-4o-mini)")
-        })?;
+    let model = model_field(body, "'model' is required (e.g. openai/gpt-4o-mini)")?;
     match body.raw("messages") {
         None => return Err(GatewayError::field("messages", "'messages' is required")),
         Some(raw) if !raw.starts_with('[') || raw == "[]" => {

@@ -6,7 +6,7 @@ use qnp_shared::cost_bound::CostBound;
 use qnp_shared::error::Dialect;
 use qnp_shared::providers::RequestBody;
 
-use crate::pipeline::{Checked, Fallbacks, Route};
+use crate::pipeline::{Checked, Fallbacks, Route, model_field};
 use crate::routing::Api;
 
 pub const ROUTE: Route = Route {
@@ -20,14 +20,10 @@ pub const ROUTE: Route = Route {
 };
 
 fn validate(body: &RequestBody, body_bytes: usize) -> Result<Checked, GatewayError> {
-    let model: String = body
-        .get("model", "a string naming a model as provider/model")?
-        .ok_or_else(|| {
-            GatewayError::field(
-                "model",
-                "'model' is required (e.g. openai/text-embedding-3-small)",
-            )
-        })?;
+    let model = model_field(
+        body,
+        "'model' is required (e.g. openai/text-embedding-3-small)",
+    )?;
     match body.raw("input") {
         Some(raw) if raw.starts_with('"') || raw.starts_with('[') => Ok(Checked {
             model,

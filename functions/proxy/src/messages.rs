@@ -10,7 +10,7 @@ use qnp_shared::cost_bound::CostBound;
 use qnp_shared::error::Dialect;
 use qnp_shared::providers::RequestBody;
 
-use crate::pipeline::{Checked, Fallbacks, Route};
+use crate::pipeline::{Checked, Fallbacks, Route, model_field};
 use crate::routing::Api;
 
 pub const ROUTE: Route = Route {
@@ -24,14 +24,10 @@ pub const ROUTE: Route = Route {
 };
 
 fn validate(body: &RequestBody, body_bytes: usize) -> Result<Checked, GatewayError> {
-    let model: String = body
-        .get("model", "a string naming a model as provider/model")?
-        .ok_or_else(|| {
-            GatewayError::field(
-                "model",
-                "model: Field required (e.g. anthropic/claude-sonnet-4-5)",
-            )
-        })?;
+    let model = model_field(
+        body,
+        "model: Field required (e.g. anthropic/claude-sonnet-4-5)",
+    )?;
     match body.raw("messages") {
         Some(raw) if raw.starts_with('[') => {}
         Some(_) => {

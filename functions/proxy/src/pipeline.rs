@@ -53,6 +53,12 @@ pub struct Checked {
     pub bound: CostBound,
 }
 
+/// The request's `model`, which every route needs; `missing` is the route's message when it is absent.
+pub fn model_field(body: &RequestBody, missing: &str) -> Result<String, GatewayError> {
+    body.get("model", "a string naming a model as provider/model")?
+        .ok_or_else(|| GatewayError::field("model", missing))
+}
+
 /// Serves one request on `route`.
 pub async fn handle(proxy: Arc<Proxy>, request: Request, route: &'static Route) -> Response {
     let (mut call, body) =

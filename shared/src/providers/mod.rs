@@ -124,6 +124,16 @@ pub enum StreamItem {
     Failed(GatewayError),
 }
 
+impl StreamItem {
+    /// Whether nothing may follow this item: the protocol's end, or a failure.
+    pub fn ends_stream(&self) -> bool {
+        matches!(
+            self,
+            StreamItem::Event { last: true, .. } | StreamItem::Failed(_)
+        )
+    }
+}
+
 pub enum Reply {
     /// A whole JSON body, forwarded unchanged.
     Complete {

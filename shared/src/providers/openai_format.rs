@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::StreamItem;
+use super::{Reply, StreamItem};
 use crate::conversation::{Answer, AnswerEvent};
 use crate::usage::TokenUsage;
 
@@ -51,6 +51,14 @@ pub(crate) fn completion(answer: &Answer, model: &str) -> Value {
             "finish_reason": answer.finish.as_openai()}],
         "usage": usage_json(&answer.usage.unwrap_or_default()),
     })
+}
+
+/// A whole answer as the reply the proxy forwards: the `chat.completion` bytes and the usage to bill.
+pub(crate) fn whole_reply(answer: &Answer, model: &str) -> Reply {
+    Reply::Complete {
+        body: Bytes::from(serde_json::to_vec(&completion(answer, model)).expect("JSON serialises")),
+        usage: answer.usage,
+    }
 }
 
 /// A streamed answer as OpenAI chunks: one encoder per stream, fed the answer's events in order.

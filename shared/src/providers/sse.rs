@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
 
+use super::StreamItem;
 use crate::error::GatewayError;
 
 /// JSON keys whose string values are generated output in the event formats QNP streams: OpenAI chunks
@@ -167,6 +168,56 @@ impl UpstreamEvents {
             }
         }
     }
+}
+
+/// Turns an upstream's events into the items its client gets, one event at a time: every provider's
+/// stream is one of these, run by [`translate`].
+pub trait Translate: Send + 'static {
+    /// The items for one upstream event (framed, with its trailing blank line).
+    fn event(&mut self, event: Bytes) -> Vec<StreamItem>;
+
+    /// The items once the upstream's body has ended. By default the answer is incomplete: the body ended
+    /// before the protocol's end (`[DONE]`, `message_stop`), so the connection dropped.
+    fn end(&mut self) -> Vec<StreamItem> {
+        tracing::warn!("upstream stream ended before its protocol's end");
+        vec![StreamItem::Failed(GatewayError::UpstreamFailed)]
+    }
+
+    /// Whether failing to read more after what came so far still ends the answer cleanly with [`end`]
+    /// (an answer that is finished but for its usage, say).
+    ///
+    /// [`end`]: Translate::end
+    fn ends_cleanly_on(&self, _err: &GatewayError) -> bool {
+        false
+    }
+}
+
+/// The items of `events` through `translator`, until one ends the stream.
+pub fn translate(
+    mut events: UpstreamEvents,
+    mut translator: impl Translate,
+) -> BoxStream<'static, StreamItem> {
+    async_stream::stream! {
+        loop {
+            let (items, last_read) = match events.next().await {
+                Some(Ok(event)) => (translator.event(event), false),
+                Some(Err(err)) if translator.ends_cleanly_on(&err) => (translator.end(), true),
+                Some(Err(err)) => (vec![StreamItem::Failed(err)], true),
+                None => (translator.end(), true),
+            };
+            for item in items {
+                let end = item.ends_stream();
+                yield item;
+                if end {
+                    return;
+                }
+            }
+            if last_read {
+                return;
+            }
+        }
+    }
+    .boxed()
 }
 
 impl Drop for UpstreamEvents {

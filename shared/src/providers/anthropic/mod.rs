@@ -10,12 +10,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::openai_format::{ChunkEncoder, completion};
-use super::sse::{self, UpstreamEvents};
+use super::openai_format::{ChunkEncoder, whole_reply};
+use super::sse::{self, Translate};
 use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Upstream, bad, data_url};
 use crate::catalog::Model;
 use crate::conversation::{Answer, AnswerEvent, AnswerToolCall, FinishReason};
@@ -67,17 +66,13 @@ impl Provider for Anthropic {
             .post(serde_json::to_vec(&body).expect("JSON serialises"))
             .await?;
         if request.stream {
-            return Ok(Reply::Stream(event_stream(
+            return Ok(Reply::Stream(sse::translate(
                 self.upstream.events(response),
-                model,
+                StreamTranslator::new(model),
             )));
         }
         let message: Value = self.upstream.json(response).await?;
-        let (completion, usage) = to_chat_completion(&message, model);
-        Ok(Reply::Complete {
-            body: Bytes::from(serde_json::to_vec(&completion).expect("JSON serialises")),
-            usage: Some(usage),
-        })
+        Ok(whole_reply(&to_answer(&message), &model.id))
     }
 
     async fn embeddings(&self, model: &Model, _body: RequestBody) -> Result<Reply, GatewayError> {
@@ -94,8 +89,9 @@ impl Provider for Anthropic {
         body.set("model", &model.upstream_model);
         let response = self.post(body.to_bytes().to_vec()).await?;
         if request.stream {
-            return Ok(Reply::Stream(passthrough_stream(
+            return Ok(Reply::Stream(sse::translate(
                 self.upstream.events(response),
+                Passthrough::default(),
             )));
         }
         let bytes = self.upstream.body(response).await?;

@@ -151,80 +151,68 @@ impl StreamTranslator {
     }
 }
 
-pub(super) fn event_stream(
-    mut events: UpstreamEvents,
-    model: &Model,
-) -> futures_util::stream::BoxStream<'static, StreamItem> {
-    let mut translator = StreamTranslator::new(model);
-    async_stream::stream! {
-        while let Some(event) = events.next().await {
-            let event = match event {
-                Ok(event) => event,
-                Err(err) => { yield StreamItem::Failed(err); return; }
-            };
-            let Some(data) = sse::data(&event) else { continue };
-            let Ok(data) = serde_json::from_slice::<Value>(&data) else { continue };
-            let name = sse::event_name(&event)
-                .map(|n| String::from_utf8_lossy(n).into_owned())
-                .or_else(|| data["type"].as_str().map(str::to_owned))
-                .unwrap_or_default();
-            for item in translator.on_event(&name, &data) {
-                let done = matches!(item, StreamItem::Event { last: true, .. } | StreamItem::Failed(_));
-                yield item;
-                if done {
-                    return;
-                }
-            }
-        }
-        tracing::warn!("anthropic stream ended without message_stop");
-        yield StreamItem::Failed(GatewayError::UpstreamFailed);
+impl Translate for StreamTranslator {
+    fn event(&mut self, event: Bytes) -> Vec<StreamItem> {
+        let Some(data) = sse::data(&event) else {
+            return vec![];
+        };
+        let Ok(data) = serde_json::from_slice::<Value>(&data) else {
+            return vec![];
+        };
+        let name = sse::event_name(&event)
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .or_else(|| data["type"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.on_event(&name, &data)
     }
-    .boxed()
 }
 
 /// Reads usage out of a native Anthropic stream without changing a byte of it: `message_start` and the
 /// cumulative `message_delta` carry the counts, `message_stop` ends the protocol.
-pub(super) fn passthrough_stream(
-    mut events: UpstreamEvents,
-) -> futures_util::stream::BoxStream<'static, StreamItem> {
-    async_stream::stream! {
-        let mut usage = AnthropicUsage::default();
-        while let Some(event) = events.next().await {
-            let event = match event {
-                Ok(event) => event,
-                Err(err) => { yield StreamItem::Failed(err); return; }
+#[derive(Default)]
+pub(super) struct Passthrough {
+    usage: AnthropicUsage,
+}
+
+impl Translate for Passthrough {
+    fn event(&mut self, event: Bytes) -> Vec<StreamItem> {
+        let name = sse::event_name(&event)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        let mut reported = None;
+        if (name == b"message_start" || name == b"message_delta")
+            && let Some(data) = sse::data(&event)
+            && let Ok(data) = serde_json::from_slice::<Value>(&data)
+        {
+            let counts = if name == b"message_start" {
+                &data["message"]["usage"]
+            } else {
+                &data["usage"]
             };
-            let name = sse::event_name(&event).map(<[u8]>::to_vec).unwrap_or_default();
-                let mut reported = None;
-                if (name == b"message_start" || name == b"message_delta")
-                    && let Some(data) = sse::data(&event)
-                    && let Ok(data) = serde_json::from_slice::<Value>(&data)
-                {
-                    let counts = if name == b"message_start" { &data["message"]["usage"] } else { &data["usage"] };
-                    if let Ok(u) = serde_json::from_value::<AnthropicUsage>(counts.clone()) {
-                        usage.overlay(u);
-                        reported = Some(usage.tokens());
-                    }
-                }
-                if name == b"error" {
-                    // Rendered by the proxy in the route's shape, and recorded as the call's error.
-                    let kind = sse::data(&event)
-                        .and_then(|d| serde_json::from_slice::<Value>(&d).ok())
-                        .and_then(|d| d["error"]["type"].as_str().map(str::to_owned));
-                    yield StreamItem::Failed(if kind.as_deref() == Some("overloaded_error") {
-                        GatewayError::UpstreamOverloaded
-                    } else {
-                        GatewayError::UpstreamFailed
-                    });
-                    return;
-                }
-                let last = name == b"message_stop";
-                yield StreamItem::Event { bytes: event, usage: reported, usage_only: false, last };
-                if last {
-                    return;
-                }
+            if let Ok(u) = serde_json::from_value::<AnthropicUsage>(counts.clone()) {
+                self.usage.overlay(u);
+                reported = Some(self.usage.tokens());
+            }
         }
-        yield StreamItem::Failed(GatewayError::UpstreamFailed);
+        if name == b"error" {
+            // Rendered by the proxy in the route's shape, and recorded as the call's error.
+            let kind = sse::data(&event)
+                .and_then(|d| serde_json::from_slice::<Value>(&d).ok())
+                .and_then(|d| d["error"]["type"].as_str().map(str::to_owned));
+            return vec![StreamItem::Failed(
+                if kind.as_deref() == Some("overloaded_error") {
+                    GatewayError::UpstreamOverloaded
+                } else {
+                    GatewayError::UpstreamFailed
+                },
+            )];
+        }
+        let last = name == b"message_stop";
+        vec![StreamItem::Event {
+            bytes: event,
+            usage: reported,
+            usage_only: false,
+            last,
+        }]
     }
-    .boxed()
 }

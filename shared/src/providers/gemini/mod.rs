@@ -17,12 +17,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::openai_format::{ChunkEncoder, completion};
-use super::sse::{self, UpstreamEvents};
+use super::openai_format::{ChunkEncoder, whole_reply};
+use super::sse::{self, Translate};
 use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Upstream, bad, data_url};
 use crate::catalog::Model;
 use crate::conversation::{Answer, AnswerEvent, AnswerToolCall, FinishReason};
@@ -90,17 +89,13 @@ impl Provider for Gemini {
         };
         let response = self.post(&url, &body).await?;
         if request.stream {
-            return Ok(Reply::Stream(event_stream(
+            return Ok(Reply::Stream(sse::translate(
                 self.upstream.events(response),
-                model,
+                StreamTranslator::new(model),
             )));
         }
         let reply: Value = self.upstream.json(response).await?;
-        let (completion, usage) = to_chat_completion(&reply, model);
-        Ok(Reply::Complete {
-            body: Bytes::from(serde_json::to_vec(&completion).expect("JSON serialises")),
-            usage: Some(usage),
-        })
+        Ok(whole_reply(&to_answer(&reply), &model.id))
     }
 
     async fn embeddings(&self, model: &Model, body: RequestBody) -> Result<Reply, GatewayError> {

@@ -129,34 +129,17 @@ pub(super) fn translate_event(translator: &mut StreamTranslator, event: &[u8]) -
     }
 }
 
-pub(super) fn event_stream(
-    mut events: UpstreamEvents,
-    model: &Model,
-) -> futures_util::stream::BoxStream<'static, StreamItem> {
-    let mut translator = StreamTranslator::new(model);
-    async_stream::stream! {
-        while let Some(event) = events.next().await {
-            let event = match event {
-                Ok(event) => event,
-                // A reply that already finished lacks nothing but its usage: end it rather than fail.
-                Err(GatewayError::UpstreamTimeout) if translator.finished => break,
-                Err(err) => { yield StreamItem::Failed(err); return; }
-            };
-            for item in translate_event(&mut translator, &event) {
-                let failed = matches!(item, StreamItem::Failed(_));
-                yield item;
-                if failed {
-                    return;
-                }
-            }
-        }
-        for item in translator.on_end() {
-            let done = matches!(item, StreamItem::Failed(_));
-            yield item;
-            if done {
-                return;
-            }
-        }
+impl Translate for StreamTranslator {
+    fn event(&mut self, event: Bytes) -> Vec<StreamItem> {
+        translate_event(self, &event)
     }
-    .boxed()
+
+    fn end(&mut self) -> Vec<StreamItem> {
+        self.on_end()
+    }
+
+    /// A reply that already finished lacks nothing but its usage: a silence ends it rather than fails it.
+    fn ends_cleanly_on(&self, err: &GatewayError) -> bool {
+        self.finished && matches!(err, GatewayError::UpstreamTimeout)
+    }
 }

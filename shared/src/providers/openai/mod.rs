@@ -7,11 +7,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::sse::{self, UpstreamEvents};
+use super::sse::{self, Translate};
 use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Upstream};
 use crate::catalog::Model;
 use crate::error::GatewayError;
@@ -138,7 +137,10 @@ impl Provider for OpenAi {
             .post(&self.chat_url, body.to_bytes(), request.stream)
             .await?;
         if request.stream {
-            Ok(Reply::Stream(event_stream(self.upstream.events(response))))
+            Ok(Reply::Stream(sse::translate(
+                self.upstream.events(response),
+                Passthrough,
+            )))
         } else {
             self.complete(response).await
         }

@@ -30,25 +30,11 @@ pub(super) fn is_done(event: &[u8]) -> bool {
     sse::data(event).is_some_and(|d| d == DONE)
 }
 
-/// Turns the upstream body into framed events, applying the idle timeout and flagging a stream that ends
-/// without OpenAI's `[DONE]` terminator as failed (the connection dropped).
-pub(super) fn event_stream(
-    mut events: UpstreamEvents,
-) -> futures_util::stream::BoxStream<'static, StreamItem> {
-    async_stream::stream! {
-        while let Some(event) = events.next().await {
-            let item = match event {
-                Ok(event) => classify(event),
-                Err(err) => { yield StreamItem::Failed(err); return; }
-            };
-            let done = matches!(item, StreamItem::Event { last: true, .. });
-            yield item;
-            if done {
-                return;
-            }
-        }
-        tracing::warn!("upstream stream ended without [DONE]");
-        yield StreamItem::Failed(GatewayError::UpstreamFailed);
+/// OpenAI's stream forwarded as it is, each event classified; one that ends without `[DONE]` failed.
+pub(super) struct Passthrough;
+
+impl Translate for Passthrough {
+    fn event(&mut self, event: Bytes) -> Vec<StreamItem> {
+        vec![classify(event)]
     }
-    .boxed()
 }

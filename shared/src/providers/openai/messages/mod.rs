@@ -13,8 +13,8 @@ use std::fmt::Display;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::Stream;
 use futures_util::stream::BoxStream;
-use futures_util::{Stream, StreamExt};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -23,7 +23,7 @@ use crate::catalog::Model;
 use crate::conversation::{Answer, AnswerEvent, AnswerToolCall, FinishReason};
 use crate::error::GatewayError;
 use crate::providers::anthropic_format::{self, EventEncoder};
-use crate::providers::sse::{self, UpstreamEvents};
+use crate::providers::sse::{self, Translate, UpstreamEvents};
 use crate::providers::{RequestBody, StreamItem, bad};
 use crate::usage::TokenUsage;
 
@@ -37,6 +37,8 @@ pub use stream::{StreamTranslator, message_stream};
 
 #[cfg(test)]
 mod tests {
+    use futures_util::StreamExt;
+
     use super::*;
     use crate::catalog::Catalog;
 

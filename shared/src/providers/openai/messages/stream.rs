@@ -120,34 +120,25 @@ impl StreamTranslator {
     }
 }
 
+impl Translate for StreamTranslator {
+    fn event(&mut self, event: Bytes) -> Vec<StreamItem> {
+        self.on_event(&event)
+    }
+}
+
 /// An OpenAI stream body as Anthropic events, applying the idle timeout. A broken body, an error
 /// event, or an end without `[DONE]` (the connection dropped) ends it with `StreamItem::Failed`.
 pub fn message_stream<S, E>(
     body: S,
-    mut translator: StreamTranslator,
+    translator: StreamTranslator,
     idle: Duration,
 ) -> BoxStream<'static, StreamItem>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: Display + Send + 'static,
 {
-    let mut events = UpstreamEvents::from_stream(body, idle, "openai");
-    async_stream::stream! {
-        while let Some(event) = events.next().await {
-            let event = match event {
-                Ok(event) => event,
-                Err(err) => { yield StreamItem::Failed(err); return; }
-            };
-            for item in translator.on_event(&event) {
-                let end = matches!(item, StreamItem::Event { last: true, .. } | StreamItem::Failed(_));
-                yield item;
-                if end {
-                    return;
-                }
-            }
-        }
-        tracing::warn!("upstream stream ended without [DONE]");
-        yield StreamItem::Failed(GatewayError::UpstreamFailed);
-    }
-    .boxed()
+    sse::translate(
+        UpstreamEvents::from_stream(body, idle, "openai"),
+        translator,
+    )
 }
