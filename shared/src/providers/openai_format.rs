@@ -4,8 +4,11 @@
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{Reply, StreamItem};
+use super::sse::{self, Translate};
+use super::{Reply, StreamItem, Upstream};
+use crate::catalog::Model;
 use crate::conversation::{Answer, AnswerEvent};
+use crate::error::GatewayError;
 use crate::usage::TokenUsage;
 
 /// OpenAI's usage object for a translated reply.
@@ -53,12 +56,30 @@ pub(crate) fn completion(answer: &Answer, model: &str) -> Value {
     })
 }
 
-/// A whole answer as the reply the proxy forwards: the `chat.completion` bytes and the usage to bill.
-pub(crate) fn whole_reply(answer: &Answer, model: &str) -> Reply {
-    Reply::Complete {
-        body: Bytes::from(serde_json::to_vec(&completion(answer, model)).expect("JSON serialises")),
-        usage: answer.usage,
+/// A translating provider's reply to a chat call, in OpenAI's format: a stream's events through
+/// `translator`, or a whole JSON body decoded by `decode` (the `chat.completion` bytes and the usage to
+/// bill).
+pub(crate) async fn chat_reply<T: Translate>(
+    upstream: &Upstream,
+    response: reqwest::Response,
+    stream: bool,
+    translator: impl FnOnce() -> T,
+    decode: fn(&Value) -> Answer,
+    model: &Model,
+) -> Result<Reply, GatewayError> {
+    if stream {
+        return Ok(Reply::Stream(sse::translate(
+            upstream.events(response),
+            translator(),
+        )));
     }
+    let answer = decode(&upstream.json::<Value>(response).await?);
+    Ok(Reply::Complete {
+        body: Bytes::from(
+            serde_json::to_vec(&completion(&answer, &model.id)).expect("JSON serialises"),
+        ),
+        usage: answer.usage,
+    })
 }
 
 /// A streamed answer as OpenAI chunks: one encoder per stream, fed the answer's events in order.

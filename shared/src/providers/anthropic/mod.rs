@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::openai_format::{ChunkEncoder, whole_reply};
+use super::openai_format::{ChunkEncoder, chat_reply};
 use super::sse::{self, Translate};
 use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Upstream, bad, data_url};
 use crate::catalog::Model;
@@ -65,14 +65,16 @@ impl Provider for Anthropic {
         let response = self
             .post(serde_json::to_vec(&body).expect("JSON serialises"))
             .await?;
-        if request.stream {
-            return Ok(Reply::Stream(sse::translate(
-                self.upstream.events(response),
-                StreamTranslator::new(model),
-            )));
-        }
-        let message: Value = self.upstream.json(response).await?;
-        Ok(whole_reply(&to_answer(&message), &model.id))
+        let translator = || StreamTranslator::new(model);
+        chat_reply(
+            &self.upstream,
+            response,
+            request.stream,
+            translator,
+            to_answer,
+            model,
+        )
+        .await
     }
 
     async fn embeddings(&self, model: &Model, _body: RequestBody) -> Result<Reply, GatewayError> {

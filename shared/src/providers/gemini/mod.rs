@@ -20,7 +20,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::openai_format::{ChunkEncoder, whole_reply};
+use super::openai_format::{ChunkEncoder, chat_reply};
 use super::sse::{self, Translate};
 use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Upstream, bad, data_url};
 use crate::catalog::Model;
@@ -88,14 +88,16 @@ impl Provider for Gemini {
             self.url(model, "generateContent")
         };
         let response = self.post(&url, &body).await?;
-        if request.stream {
-            return Ok(Reply::Stream(sse::translate(
-                self.upstream.events(response),
-                StreamTranslator::new(model),
-            )));
-        }
-        let reply: Value = self.upstream.json(response).await?;
-        Ok(whole_reply(&to_answer(&reply), &model.id))
+        let translator = || StreamTranslator::new(model);
+        chat_reply(
+            &self.upstream,
+            response,
+            request.stream,
+            translator,
+            to_answer,
+            model,
+        )
+        .await
     }
 
     async fn embeddings(&self, model: &Model, body: RequestBody) -> Result<Reply, GatewayError> {
