@@ -1,8 +1,9 @@
 //! The gateway's own model of a chat request, and of its answer (`answer`). The request is what every
-//! translating provider reads, parsed once from the inbound dialect (`openai_chat`) and mapped from here
-//! to each upstream's format; the answer is what they decode their upstream's reply into, and what the
-//! client's dialect is encoded from. Passthrough providers never build either: a request whose inbound and upstream formats are the same goes upstream as
-//! the client's own bytes (`providers::RequestBody`).
+//! translating provider reads, parsed once from the inbound dialect (`openai_chat`,
+//! `anthropic_messages`) and mapped from here to each upstream's format; the answer is what they decode
+//! their upstream's reply into, and what the client's dialect is encoded from. Passthrough providers
+//! never build either: a request whose inbound and upstream formats are the same goes upstream as the
+//! client's own bytes (`providers::RequestBody`).
 //!
 //! The model keeps what the client said, not what an upstream accepts: a part type or a missing field
 //! one upstream can carry and another cannot is refused by that upstream's mapping, in its own words.
@@ -10,6 +11,7 @@
 use serde_json::Value;
 
 mod answer;
+mod anthropic_messages;
 mod openai_chat;
 
 pub use answer::{Answer, AnswerEvent, AnswerToolCall, FinishReason};
@@ -78,9 +80,23 @@ pub enum Part {
     /// `file`: inline file data (a data URL); uploaded file ids are not carried.
     File {
         data: Option<String>,
+        filename: Option<String>,
+    },
+    /// A tool's result inside a user turn (Anthropic's `tool_result` block): its text and images.
+    ToolResult {
+        call_id: String,
+        content: ToolResultContent,
+        is_error: bool,
     },
     /// Any other `type`, kept so the mapping can name it.
     Other(Option<String>),
+}
+
+/// What a tool returned: text, or text and images in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolResultContent {
+    Text(String),
+    Parts(Vec<Part>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +116,10 @@ pub struct Tool {
     pub description: Option<String>,
     /// The parameters' JSON Schema, when it is an object.
     pub parameters: Option<Value>,
+    pub strict: Option<bool>,
+    /// A tool the provider runs itself (Anthropic's `web_search_20250305`, ...), by its type; `None`
+    /// for the client's own functions.
+    pub hosted: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

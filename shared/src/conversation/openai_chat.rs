@@ -48,6 +48,8 @@ impl Conversation {
                     name: f["name"].as_str().map(str::to_owned),
                     description: f["description"].as_str().map(str::to_owned),
                     parameters: f["parameters"].is_object().then(|| f["parameters"].clone()),
+                    strict: f["strict"].as_bool(),
+                    hosted: None,
                 }
             })
             .collect();
@@ -106,6 +108,7 @@ fn part(p: &Value) -> Part {
         },
         Some("file") => Part::File {
             data: text(&p["file"]["file_data"]),
+            filename: text(&p["file"]["filename"]),
         },
         other => Part::Other(other.map(str::to_owned)),
     }

@@ -73,6 +73,7 @@ fn part_type(part: &Part) -> Option<&str> {
         Part::Image { .. } => Some("image_url"),
         Part::Audio { .. } => Some("input_audio"),
         Part::File { .. } => Some("file"),
+        Part::ToolResult { .. } => Some("tool_result"),
         Part::Other(kind) => kind.as_deref(),
     }
 }

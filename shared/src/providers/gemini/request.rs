@@ -59,7 +59,7 @@ pub(super) fn content_parts(content: &Content, field: &str) -> Result<Vec<Value>
                         };
                         parts.push(json!({"inlineData": {"mimeType": format!("audio/{format}"), "data": data}}));
                     }
-                    Part::File { data } => {
+                    Part::File { data, .. } => {
                         let data = data.as_deref().ok_or_else(|| {
                             bad(
                                 field,
@@ -68,7 +68,11 @@ pub(super) fn content_parts(content: &Content, field: &str) -> Result<Vec<Value>
                         })?;
                         parts.push(media_part(data, "application/pdf", field)?);
                     }
-                    Part::Other(other) => {
+                    Part::ToolResult { .. } | Part::Other(_) => {
+                        let other = match item {
+                            Part::Other(kind) => kind.as_deref(),
+                            _ => Some("tool_result"),
+                        };
                         return Err(bad(
                             field,
                             format!(
