@@ -313,3 +313,87 @@ fn assistant_turn(content: &Value, field: &str) -> Result<Message, GatewayError>
         ..text_message(Role::Assistant, texts.join("\n"))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(value: Value) -> Result<Conversation, GatewayError> {
+        Conversation::from_anthropic_messages(
+            &RequestBody::parse(value.to_string().as_bytes()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn turns_keep_their_blocks_in_place() {
+        let c = parse(json!({"system": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "look"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iV"}}]},
+                {"role": "assistant", "content": [{"type": "thinking", "thinking": "t"},
+                    {"type": "text", "text": "ok"},
+                    {"type": "tool_use", "id": "tu1", "name": "f", "input": {"x": 1}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu1", "is_error": true,
+                    "content": [{"type": "text", "text": "no"}, {"type": "image", "source": {"type": "url", "url": "https://e/i.png"}}]},
+                    {"type": "document", "title": "r.pdf", "source": {"type": "base64", "media_type": "application/pdf", "data": "JV"}}]}],
+            "max_tokens": 0, "stop_sequences": ["x"],
+            "tools": [{"name": "f", "input_schema": {"type": "object"}, "strict": true},
+                {"type": "web_search_20250305", "name": "web_search"}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true}}))
+        .unwrap();
+        assert_eq!(c.messages[0].content, Content::Text("a\nb".into()));
+        assert_eq!(c.messages[0].role, Role::System);
+        let Content::Parts(parts) = &c.messages[1].content else {
+            panic!("parts")
+        };
+        assert_eq!(
+            parts[1],
+            Part::Image {
+                url: Some("data:image/png;base64,iV".into())
+            }
+        );
+        assert_eq!(c.messages[2].content, Content::Text("ok".into()));
+        assert_eq!(c.messages[2].tool_calls[0].arguments, json!({"x": 1}));
+        let Content::Parts(parts) = &c.messages[3].content else {
+            panic!("parts")
+        };
+        let Part::ToolResult {
+            call_id,
+            content: ToolResultContent::Parts(result),
+            is_error: true,
+        } = &parts[0]
+        else {
+            panic!("{:?}", parts[0])
+        };
+        assert_eq!(call_id, "tu1");
+        assert_eq!(result.len(), 2);
+        assert_eq!(
+            parts[1],
+            Part::File {
+                data: Some("data:application/pdf;base64,JV".into()),
+                filename: Some("r.pdf".into())
+            }
+        );
+        assert_eq!(c.max_output_tokens, Some(0));
+        assert_eq!(c.tools[1].hosted.as_deref(), Some("web_search_20250305"));
+        assert_eq!(c.tools[0].strict, Some(true));
+        assert_eq!(c.tool_choice, Some(ToolChoice::Required));
+        assert_eq!(c.parallel_tool_calls, Some(false));
+    }
+
+    #[test]
+    fn blocks_the_format_lacks_are_refused_where_they_are() {
+        let err = parse(json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "hi"}, {"type": "container_upload", "file_id": "f"}]}]}))
+        .unwrap_err();
+        assert!(
+            matches!(&err, GatewayError::InvalidField { field, .. } if field == "messages[0].content[1]"),
+            "{err}"
+        );
+        // Without tools a tool choice is not read at all.
+        let c = parse(json!({"messages": [{"role": "user", "content": "hi"}],
+            "tool_choice": {"type": "bogus"}}))
+        .unwrap();
+        assert_eq!(c.tool_choice, None);
+    }
+}

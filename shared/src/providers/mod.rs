@@ -162,10 +162,11 @@ type Connect = fn(Upstream, &str, &str) -> Arc<dyn Provider>;
 /// The configured providers. A provider without a credential answers 503 naming the variable to set,
 /// while the rest of the gateway works.
 pub struct Providers {
-    openai: Result<Arc<dyn Provider>, GatewayError>,
-    anthropic: Result<Arc<dyn Provider>, GatewayError>,
-    google: Result<Arc<dyn Provider>, GatewayError>,
+    slots: Vec<(ProviderKind, Slot)>,
 }
+
+/// A provider, or why it cannot serve (no credential).
+type Slot = Result<Arc<dyn Provider>, GatewayError>;
 
 fn not_configured(provider: &'static str, upstream: &UpstreamConfig) -> GatewayError {
     GatewayError::ProviderNotConfigured {
@@ -190,37 +191,53 @@ impl Providers {
             first_byte: config.upstream_first_byte_timeout,
             idle: config.upstream_idle_timeout,
         };
-        // One line per provider: its name, its configuration, and its constructor.
-        let connect =
-            |name: &'static str, upstream: &UpstreamConfig, new: Connect| match &upstream.api_key {
-                Some(key) => Ok(new(
-                    Upstream::new(http.clone(), timeouts, name),
-                    &upstream.base_url,
-                    key,
-                )),
-                None => Err(not_configured(name, upstream)),
-            };
-        let openai = connect("openai", &config.openai, openai::OpenAi::connect);
-        let anthropic = connect(
-            "anthropic",
-            &config.anthropic,
-            anthropic::Anthropic::connect,
-        );
-        let google = connect("google", &config.gemini, gemini::Gemini::connect);
-        Providers {
-            openai,
-            anthropic,
-            google,
-        }
+        // The registry: one line per provider, with its kind, its name in logs and errors, its
+        // configuration and its constructor.
+        let registry: [(ProviderKind, &'static str, &UpstreamConfig, Connect); 3] = [
+            (
+                ProviderKind::Openai,
+                "openai",
+                &config.openai,
+                openai::OpenAi::connect,
+            ),
+            (
+                ProviderKind::Anthropic,
+                "anthropic",
+                &config.anthropic,
+                anthropic::Anthropic::connect,
+            ),
+            (
+                ProviderKind::Google,
+                "google",
+                &config.gemini,
+                gemini::Gemini::connect,
+            ),
+        ];
+        let slots = registry
+            .into_iter()
+            .map(|(kind, name, upstream, connect)| {
+                let provider = match &upstream.api_key {
+                    Some(key) => Ok(connect(
+                        Upstream::new(http.clone(), timeouts, name),
+                        &upstream.base_url,
+                        key,
+                    )),
+                    None => Err(not_configured(name, upstream)),
+                };
+                (kind, provider)
+            })
+            .collect();
+        Providers { slots }
     }
 
     pub fn get(&self, kind: ProviderKind) -> Result<&Arc<dyn Provider>, GatewayError> {
-        let slot = match kind {
-            ProviderKind::Openai => &self.openai,
-            ProviderKind::Anthropic => &self.anthropic,
-            ProviderKind::Google => &self.google,
-        };
-        slot.as_ref().map_err(clone_error)
+        match self.slots.iter().find(|(k, _)| *k == kind) {
+            Some((_, slot)) => slot.as_ref().map_err(clone_error),
+            None => Err(GatewayError::NotImplemented(format!(
+                "no provider is registered for {}",
+                kind.as_str()
+            ))),
+        }
     }
 }
 
@@ -236,6 +253,39 @@ fn clone_error(err: &GatewayError) -> GatewayError {
 /// A 400 naming the request field a translation could not carry to the upstream's format.
 pub(crate) fn bad(field: &str, message: impl Into<String>) -> GatewayError {
     GatewayError::field(field, message)
+}
+
+/// Appends a turn (`{"role": role, key: items}`) to `turns`, merging it into the previous one when the
+/// role repeats: Anthropic and Gemini both want alternating turns, so tool results become user turns next
+/// to the user's own text. In a merged user turn the tool results (`is_result`) lead, as both require
+/// after a turn of tool calls. An empty turn is dropped.
+pub(crate) fn push_turn(
+    turns: &mut Vec<serde_json::Value>,
+    role: &str,
+    key: &str,
+    mut items: Vec<serde_json::Value>,
+    is_result: fn(&serde_json::Value) -> bool,
+) {
+    if items.is_empty() {
+        return;
+    }
+    if let Some(last) = turns.last_mut()
+        && last["role"] == role
+    {
+        let existing = last[key]
+            .as_array_mut()
+            .expect("a turn's items are an array");
+        if role == "user" {
+            let (results, rest): (Vec<_>, Vec<_>) = items.drain(..).partition(is_result);
+            let insert_at = existing.iter().take_while(|i| is_result(i)).count();
+            existing.splice(insert_at..insert_at, results);
+            existing.extend(rest);
+        } else {
+            existing.extend(items);
+        }
+        return;
+    }
+    turns.push(serde_json::json!({"role": role, key: items}));
 }
 
 /// `data:<media type>;base64,<data>` → (media type, data), for images sent inline.

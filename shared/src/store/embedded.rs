@@ -254,6 +254,16 @@ impl EmbeddedStore {
         let conn = self.conn.lock().expect("embedded store lock");
         Ok(f(&conn)?)
     }
+
+    /// The one row of `sql` (`?1` bound to `param`), if there is one.
+    fn one<T>(
+        &self,
+        sql: &str,
+        param: &str,
+        from_row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> anyhow::Result<Option<T>> {
+        self.with(|conn| conn.query_row(sql, [param], from_row).optional())
+    }
 }
 
 fn is_unique_violation(err: &anyhow::Error) -> bool {
@@ -382,25 +392,20 @@ impl AccountStore for EmbeddedStore {
     }
 
     async fn account(&self, account_id: &str) -> anyhow::Result<Option<Account>> {
-        self.with(|conn| {
-            conn.query_row(
-                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"),
-                [account_id],
-                account_from_row,
-            )
-            .optional()
-        })
+        self.one(
+            &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"),
+            account_id,
+            account_from_row,
+        )
     }
 
     async fn account_by_email(&self, email: &str) -> anyhow::Result<Option<Account>> {
-        self.with(|conn| {
-            conn.query_row(
-                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE email = ?1"),
-                [normalize_email(email)],
-                account_from_row,
-            )
-            .optional()
-        })
+        let email = normalize_email(email);
+        self.one(
+            &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE email = ?1"),
+            &email,
+            account_from_row,
+        )
     }
 
     async fn set_plan(&self, account_id: &str, plan: &str) -> anyhow::Result<()> {
@@ -559,14 +564,11 @@ impl KeyStore for EmbeddedStore {
     }
 
     async fn key(&self, key_id: &str) -> anyhow::Result<Option<ApiKeyRecord>> {
-        self.with(|conn| {
-            conn.query_row(
-                &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = ?1"),
-                [key_id],
-                key_from_row,
-            )
-            .optional()
-        })
+        self.one(
+            &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = ?1"),
+            key_id,
+            key_from_row,
+        )
     }
 
     async fn keys_for_account(&self, account_id: &str) -> anyhow::Result<Vec<ApiKeyRecord>> {
@@ -829,14 +831,11 @@ impl BillingStore for EmbeddedStore {
         &self,
         customer_id: &str,
     ) -> anyhow::Result<Option<Account>> {
-        self.with(|conn| {
-            conn.query_row(
-                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE stripe_customer_id = ?1"),
-                [customer_id],
-                account_from_row,
-            )
-            .optional()
-        })
+        self.one(
+            &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE stripe_customer_id = ?1"),
+            customer_id,
+            account_from_row,
+        )
     }
 }
 

@@ -410,6 +410,17 @@ impl MongoStore {
     }
 }
 
+/// Deletes every document of the account in `collection`; returns how many.
+async fn delete_of_account<T: Send + Sync>(
+    collection: &mongodb::Collection<T>,
+    account_id: &str,
+) -> anyhow::Result<u64> {
+    Ok(collection
+        .delete_many(doc! {"account_id": account_id})
+        .await?
+        .deleted_count)
+}
+
 #[async_trait]
 impl AccountStore for MongoStore {
     async fn account_for_email(&self, email: &str, plan: &str) -> anyhow::Result<Account> {
@@ -823,21 +834,9 @@ impl ErasureStore for MongoStore {
 
     async fn erase_account(&self, account_id: &str) -> anyhow::Result<Erased> {
         Ok(Erased {
-            usage_rows: self
-                .usage
-                .delete_many(doc! {"account_id": account_id})
-                .await?
-                .deleted_count,
-            keys: self
-                .keys
-                .delete_many(doc! {"account_id": account_id})
-                .await?
-                .deleted_count,
-            identities: self
-                .identities
-                .delete_many(doc! {"account_id": account_id})
-                .await?
-                .deleted_count,
+            usage_rows: delete_of_account(&self.usage, account_id).await?,
+            keys: delete_of_account(&self.keys, account_id).await?,
+            identities: delete_of_account(&self.identities, account_id).await?,
             accounts: self
                 .accounts
                 .delete_one(doc! {"_id": account_id})

@@ -15,7 +15,9 @@ use serde_json::{Map, Value, json};
 
 use super::openai_format::{ChunkEncoder, chat_reply};
 use super::sse::{self, Translate};
-use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Upstream, bad, data_url};
+use super::{
+    ChatRequest, Provider, Reply, RequestBody, StreamItem, Upstream, bad, data_url, push_turn,
+};
 use crate::catalog::Model;
 use crate::conversation::{Answer, AnswerEvent, AnswerToolCall, FinishReason};
 use crate::error::GatewayError;

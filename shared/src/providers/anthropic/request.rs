@@ -78,32 +78,11 @@ fn part_type(part: &Part) -> Option<&str> {
     }
 }
 
-/// Appends a message, merging it into the previous one when the role repeats (Anthropic requires
-/// alternating turns; tool results become user turns next to the user's own text).
-pub(super) fn push(messages: &mut Vec<Value>, role: &str, mut blocks: Vec<Value>) {
-    if blocks.is_empty() {
-        return;
-    }
-    if let Some(last) = messages.last_mut()
-        && last["role"] == role
-    {
-        let content = last["content"].as_array_mut().expect("content is an array");
-        if role == "user" {
-            // Tool results must lead the user turn that follows a tool_use turn.
-            let (results, rest): (Vec<Value>, Vec<Value>) =
-                blocks.drain(..).partition(|b| b["type"] == "tool_result");
-            let insert_at = content
-                .iter()
-                .take_while(|b| b["type"] == "tool_result")
-                .count();
-            content.splice(insert_at..insert_at, results);
-            content.extend(rest);
-        } else {
-            content.extend(blocks);
-        }
-        return;
-    }
-    messages.push(json!({"role": role, "content": blocks}));
+/// Appends a turn, merged into the previous one when the role repeats (see `push_turn`).
+pub(super) fn push(messages: &mut Vec<Value>, role: &str, items: Vec<Value>) {
+    push_turn(messages, role, "content", items, |b| {
+        b["type"] == "tool_result"
+    });
 }
 
 /// Translates an OpenAI chat request into an Anthropic Messages request.

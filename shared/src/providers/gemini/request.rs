@@ -147,32 +147,11 @@ pub(super) fn requires_signatures(model: &Model) -> bool {
     !(name.starts_with("gemini-1") || name.starts_with("gemini-2"))
 }
 
-/// Appends a turn, merging it into the previous one when the role repeats (Gemini wants alternating
-/// turns; tool results become user turns next to the user's own text, and lead them).
-pub(super) fn push(contents: &mut Vec<Value>, role: &str, mut parts: Vec<Value>) {
-    if parts.is_empty() {
-        return;
-    }
-    if let Some(last) = contents.last_mut()
-        && last["role"] == role
-    {
-        let existing = last["parts"].as_array_mut().expect("parts is an array");
-        if role == "user" {
-            let (responses, rest): (Vec<Value>, Vec<Value>) = parts
-                .drain(..)
-                .partition(|p| p.get("functionResponse").is_some());
-            let insert_at = existing
-                .iter()
-                .take_while(|p| p.get("functionResponse").is_some())
-                .count();
-            existing.splice(insert_at..insert_at, responses);
-            existing.extend(rest);
-        } else {
-            existing.extend(parts);
-        }
-        return;
-    }
-    contents.push(json!({"role": role, "parts": parts}));
+/// Appends a turn, merged into the previous one when the role repeats (see `push_turn`).
+pub(super) fn push(contents: &mut Vec<Value>, role: &str, items: Vec<Value>) {
+    push_turn(contents, role, "parts", items, |p| {
+        p.get("functionResponse").is_some()
+    });
 }
 
 /// Translates an OpenAI chat request into a Gemini `GenerateContentRequest`.
