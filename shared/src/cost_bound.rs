@@ -26,8 +26,8 @@ use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 
 use crate::catalog::{Model, ModelKind};
 use crate::error::GatewayError;
-use crate::providers::RequestBody;
 use crate::usage::TokenUsage;
+use crate::wire::RequestBody;
 
 /// The largest value a token-count field may carry (providers' own limits are far below it).
 pub const MAX_TOKENS_FIELD: u64 = u32::MAX as u64;

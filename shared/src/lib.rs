@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod config;
 pub mod conversation;
 pub mod cost_bound;
+pub mod dialects;
 pub mod error;
 pub mod ids;
 pub mod keys;
@@ -26,6 +27,7 @@ pub mod subscription;
 pub mod usage;
 pub mod usage_log;
 pub mod web;
+pub mod wire;
 
 #[cfg(test)]
 mod properties;

@@ -1,6 +1,6 @@
 //! An upstream's answer in the gateway's model: what a translating provider decodes its upstream's reply
 //! (whole, or event by event when streamed) into, and what the client's dialect is encoded from
-//! (`providers::openai_format` for OpenAI chat). Passthrough replies never take this detour.
+//! (`crate::dialects`). Passthrough replies never take this detour.
 
 use crate::usage::TokenUsage;
 

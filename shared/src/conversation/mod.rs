@@ -1,6 +1,6 @@
 //! The gateway's own model of a chat request, and of its answer (`answer`). The request is what every
-//! translating provider reads, parsed once from the inbound dialect (`openai_chat`,
-//! `anthropic_messages`) and mapped from here to each upstream's format; the answer is what they decode
+//! translating provider reads, parsed once from the inbound dialect (`crate::dialects`) and mapped
+//! from here to each upstream's format; the answer is what they decode
 //! their upstream's reply into, and what the client's dialect is encoded from. Passthrough providers
 //! never build either: a request whose inbound and upstream formats are the same goes upstream as the
 //! client's own bytes (`providers::RequestBody`).
@@ -11,8 +11,6 @@
 use serde_json::Value;
 
 mod answer;
-mod anthropic_messages;
-mod openai_chat;
 
 pub use answer::{Answer, AnswerEvent, AnswerToolCall, FinishReason};
 

@@ -13,13 +13,14 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::openai_format::{ChunkEncoder, chat_reply};
 use super::sse::{self, Translate};
 use super::{
-    ChatRequest, Provider, Reply, RequestBody, StreamItem, Upstream, bad, data_url, push_turn,
+    ChatRequest, Provider, Reply, RequestBody, StreamItem, Upstream, bad, chat_reply, data_url,
+    push_turn,
 };
 use crate::catalog::Model;
 use crate::conversation::{Answer, AnswerEvent, AnswerToolCall, FinishReason};
+use crate::dialects::openai_chat::ChunkEncoder;
 use crate::error::GatewayError;
 use crate::usage::TokenUsage;
 

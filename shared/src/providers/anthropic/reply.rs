@@ -117,7 +117,7 @@ pub(super) fn to_answer(message: &Value) -> Answer {
 /// A whole Anthropic message as an OpenAI `chat.completion`, and its usage (what the tests read).
 #[cfg(test)]
 pub(super) fn to_chat_completion(message: &Value, model: &Model) -> (Value, TokenUsage) {
-    use crate::providers::openai_format::completion;
+    use crate::dialects::openai_chat::completion;
     let answer = to_answer(message);
     (
         completion(&answer, &model.id),

@@ -174,7 +174,7 @@ pub(super) fn to_answer(response: &Value) -> Answer {
 /// A whole Gemini response as an OpenAI `chat.completion`, and its usage (what the tests read).
 #[cfg(test)]
 pub(super) fn to_chat_completion(response: &Value, model: &Model) -> (Value, TokenUsage) {
-    use crate::providers::openai_format::completion;
+    use crate::dialects::openai_chat::completion;
     let answer = to_answer(response);
     (
         completion(&answer, &model.id),

@@ -1,5 +1,5 @@
-//! An OpenAI reply decoded into the gateway's answer model, tool names restored; `anthropic_format`
-//! renders it as an Anthropic `message`.
+//! An OpenAI reply decoded into the gateway's answer model, tool names restored;
+//! `dialects::anthropic_messages` renders it as an Anthropic `message`.
 
 use super::*;
 
@@ -83,5 +83,8 @@ pub fn to_message(
     names: &ToolNames,
 ) -> Result<(Value, Option<TokenUsage>), GatewayError> {
     let answer = to_answer(completion, names)?;
-    Ok((anthropic_format::message(&answer, &model.id), answer.usage))
+    Ok((
+        anthropic_messages::message(&answer, &model.id),
+        answer.usage,
+    ))
 }

@@ -1,5 +1,5 @@
-//! OpenAI chunks decoded into answer events (tool names restored), which `anthropic_format` renders as
-//! Anthropic's named stream events.
+//! OpenAI chunks decoded into answer events (tool names restored), which `dialects::anthropic_messages`
+//! renders as Anthropic's named stream events.
 
 use super::*;
 

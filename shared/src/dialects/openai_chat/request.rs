@@ -3,11 +3,11 @@
 
 use serde_json::{Value, json};
 
-use super::{
+use crate::conversation::{
     Content, Conversation, Message, OutputFormat, Part, Role, Sampling, Tool, ToolCall, ToolChoice,
 };
 use crate::error::GatewayError;
-use crate::providers::RequestBody;
+use crate::wire::RequestBody;
 
 impl Conversation {
     pub fn from_openai_chat(body: &RequestBody) -> Result<Conversation, GatewayError> {

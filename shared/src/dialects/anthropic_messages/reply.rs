@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::StreamItem;
 use crate::conversation::{Answer, AnswerEvent, FinishReason};
 use crate::usage::TokenUsage;
+use crate::wire::StreamItem;
 
 /// The gateway's usage as Anthropic's usage object (input tokens exclude cache reads and writes).
 pub(crate) fn usage_json(u: &TokenUsage) -> Value {

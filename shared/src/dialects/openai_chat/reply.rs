@@ -1,15 +1,12 @@
-//! OpenAI's chat format as the translating providers emit it: an [`Answer`] as a `chat.completion`, and
+//! OpenAI's chat format for answers the gateway translated: an [`Answer`] as a `chat.completion`, and
 //! [`AnswerEvent`]s as `chat.completion.chunk` events ending with the usage chunk and `[DONE]`.
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::sse::{self, Translate};
-use super::{Reply, StreamItem, Upstream};
-use crate::catalog::Model;
 use crate::conversation::{Answer, AnswerEvent};
-use crate::error::GatewayError;
 use crate::usage::TokenUsage;
+use crate::wire::StreamItem;
 
 /// OpenAI's usage object for a translated reply.
 pub(crate) fn usage_json(u: &TokenUsage) -> Value {
@@ -53,32 +50,6 @@ pub(crate) fn completion(answer: &Answer, model: &str) -> Value {
         "choices": [{"index": 0, "message": assistant, "logprobs": null,
             "finish_reason": answer.finish.as_openai()}],
         "usage": usage_json(&answer.usage.unwrap_or_default()),
-    })
-}
-
-/// A translating provider's reply to a chat call, in OpenAI's format: a stream's events through
-/// `translator`, or a whole JSON body decoded by `decode` (the `chat.completion` bytes and the usage to
-/// bill).
-pub(crate) async fn chat_reply<T: Translate>(
-    upstream: &Upstream,
-    response: reqwest::Response,
-    stream: bool,
-    translator: impl FnOnce() -> T,
-    decode: fn(&Value) -> Answer,
-    model: &Model,
-) -> Result<Reply, GatewayError> {
-    if stream {
-        return Ok(Reply::Stream(sse::translate(
-            upstream.events(response),
-            translator(),
-        )));
-    }
-    let answer = decode(&upstream.json::<Value>(response).await?);
-    Ok(Reply::Complete {
-        body: Bytes::from(
-            serde_json::to_vec(&completion(&answer, &model.id)).expect("JSON serialises"),
-        ),
-        usage: answer.usage,
     })
 }
 

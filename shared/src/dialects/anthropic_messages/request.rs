@@ -6,12 +6,12 @@
 
 use serde_json::{Value, json};
 
-use super::{
+use crate::conversation::{
     Content, Conversation, Message, Part, Role, Sampling, Tool, ToolCall, ToolChoice,
     ToolResultContent,
 };
 use crate::error::GatewayError;
-use crate::providers::RequestBody;
+use crate::wire::RequestBody;
 
 fn bad(field: &str, message: impl Into<String>) -> GatewayError {
     GatewayError::field(field, message)
