@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 
 use crate::accounts::ApiKeyRecord;
 use crate::error::GatewayError;
-use crate::store::RecordStore;
+use crate::store::{AccountStore, KeyStore};
 
 pub use crate::ids::{KEY_PREFIX, random_token};
 
@@ -153,7 +153,9 @@ impl FailureThrottle {
 }
 
 pub struct KeyVerifier {
-    store: Arc<dyn RecordStore>,
+    /// The key records, and the accounts whose plan and restriction a key carries.
+    keys: Arc<dyn KeyStore>,
+    accounts: Arc<dyn AccountStore>,
     ttl: Duration,
     cache: RwLock<HashMap<String, CachedKey>>,
     /// Digests of whole presented keys (id and secret) refused, when, and whether because the secret was
@@ -171,9 +173,14 @@ fn digest(secret: &str) -> [u8; 32] {
 }
 
 impl KeyVerifier {
-    pub fn new(store: Arc<dyn RecordStore>, ttl: Duration) -> KeyVerifier {
+    pub fn new(
+        keys: Arc<dyn KeyStore>,
+        accounts: Arc<dyn AccountStore>,
+        ttl: Duration,
+    ) -> KeyVerifier {
         KeyVerifier {
-            store,
+            keys,
+            accounts,
             ttl,
             cache: RwLock::new(HashMap::new()),
             rejected: Mutex::new(HashMap::new()),
@@ -240,7 +247,7 @@ impl KeyVerifier {
         source: Option<std::net::IpAddr>,
     ) -> Result<Arc<AuthorizedKey>, GatewayError> {
         let record = self
-            .store
+            .keys
             .key(key_id)
             .await
             .map_err(GatewayError::internal)?;
@@ -283,7 +290,7 @@ impl KeyVerifier {
             return Err(GatewayError::RevokedKey);
         }
         let account = self
-            .store
+            .accounts
             .account(&record.account_id)
             .await
             .map_err(GatewayError::internal)?;
@@ -311,7 +318,7 @@ impl KeyVerifier {
         );
         // "Last used" is dashboard information with minute resolution; it is refreshed with the cache
         // entry and never delays the request.
-        let store = self.store.clone();
+        let store = self.keys.clone();
         let key_id = key_id.to_owned();
         tokio::spawn(async move {
             if let Err(e) = store.touch_key(&key_id, OffsetDateTime::now_utc()).await {
@@ -405,7 +412,11 @@ mod tests {
             .unwrap();
         let key = generate(&account.id, None, 4, OffsetDateTime::now_utc()).unwrap();
         store.insert_key(&key.record).await.unwrap();
-        let verifier = Arc::new(KeyVerifier::new(store, Duration::from_secs(0)));
+        let verifier = Arc::new(KeyVerifier::new(
+            store.clone(),
+            store,
+            Duration::from_secs(0),
+        ));
         (dir, verifier, key)
     }
 
@@ -431,8 +442,8 @@ mod tests {
     #[tokio::test]
     async fn one_address_guessing_many_key_ids_is_throttled_too() {
         let (_dir, verifier, _key) = verifier_with_key().await;
-        let store = verifier.store.clone();
-        let account = store
+        let account = verifier
+            .accounts
             .account_for_email("m@example.com", "free")
             .await
             .unwrap();
@@ -440,7 +451,7 @@ mod tests {
         let mut keys = Vec::new();
         for _ in 0..10 {
             let key = generate(&account.id, None, 4, OffsetDateTime::now_utc()).unwrap();
-            store.insert_key(&key.record).await.unwrap();
+            verifier.keys.insert_key(&key.record).await.unwrap();
             keys.push(key);
         }
         for (i, key) in keys.iter().enumerate() {
@@ -466,7 +477,7 @@ mod tests {
     async fn a_revoked_key_says_so_only_to_whoever_has_its_secret() {
         let (_dir, verifier, key) = verifier_with_key().await;
         verifier
-            .store
+            .keys
             .revoke_key(&key.record.key_id, OffsetDateTime::now_utc())
             .await
             .unwrap();

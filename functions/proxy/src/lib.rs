@@ -61,6 +61,7 @@ impl Proxy {
         Proxy {
             keys: Arc::new(KeyVerifier::new(
                 stores.records.clone(),
+                stores.records.clone(),
                 config.key_cache_ttl,
             )),
             limiter: RateLimiter::new(stores.counters.clone()),

@@ -172,14 +172,14 @@ pub(crate) async fn chat_reply<T: Translate>(
     upstream: &Upstream,
     response: reqwest::Response,
     stream: bool,
-    translator: impl FnOnce() -> T,
-    decode: fn(&serde_json::Value) -> Answer,
     model: &Model,
+    translator: fn(&Model) -> T,
+    decode: fn(&serde_json::Value) -> Answer,
 ) -> Result<Reply, GatewayError> {
     if stream {
         return Ok(Reply::Stream(sse::translate(
             upstream.events(response),
-            translator(),
+            translator(model),
         )));
     }
     let answer = decode(&upstream.json::<serde_json::Value>(response).await?);

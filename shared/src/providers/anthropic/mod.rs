@@ -68,14 +68,14 @@ impl Provider for Anthropic {
         let response = self
             .post(serde_json::to_vec(&body).expect("JSON serialises"))
             .await?;
-        let translator = || StreamTranslator::new(model);
+        let (upstream, stream) = (&self.upstream, request.stream);
         chat_reply(
-            &self.upstream,
+            upstream,
             response,
-            request.stream,
-            translator,
-            to_answer,
+            stream,
             model,
+            StreamTranslator::new,
+            to_answer,
         )
         .await
     }

@@ -91,14 +91,14 @@ impl Provider for Gemini {
             self.url(model, "generateContent")
         };
         let response = self.post(&url, &body).await?;
-        let translator = || StreamTranslator::new(model);
+        let (upstream, stream) = (&self.upstream, request.stream);
         chat_reply(
-            &self.upstream,
+            upstream,
             response,
-            request.stream,
-            translator,
-            to_answer,
+            stream,
             model,
+            StreamTranslator::new,
+            to_answer,
         )
         .await
     }
