@@ -72,7 +72,7 @@ async fn world(backend: Backend) -> World {
                 &table,
             ));
             (
-                Stores { records, counters },
+                Stores::new(records, counters),
                 Some(db),
                 Some((client, table)),
                 config,

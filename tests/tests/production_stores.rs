@@ -28,7 +28,7 @@ async fn production_gateway(dir: &std::path::Path, upstream: &MockOpenAi) -> Tes
     let counters = Arc::new(qnp_shared::store::dynamo::DynamoCounters::new(
         client, &table,
     ));
-    TestGateway::start_with(config, Stores { records, counters }).await
+    TestGateway::start_with(config, Stores::new(records, counters)).await
 }
 
 #[tokio::test]

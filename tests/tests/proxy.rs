@@ -820,11 +820,11 @@ async fn a_burst_of_first_requests_verifies_the_key_once() {
         .unwrap();
     let reads = Arc::new(AtomicUsize::new(0));
     let counting = qnp_shared::store::Stores {
-        records: Arc::new(qnp_tests::CountingKeyReads {
-            inner: stores.records.clone(),
+        keys: Arc::new(qnp_tests::CountingKeyReads {
+            inner: stores.keys.clone(),
             reads: reads.clone(),
         }),
-        counters: stores.counters.clone(),
+        ..stores.clone()
     };
     let gateway = TestGateway::start_with(config, counting).await;
     let key = gateway.create_key("mia@example.com", "free").await;

@@ -60,7 +60,7 @@ impl Proxy {
         let models_body = models::render(&catalog);
         Proxy {
             keys: Arc::new(KeyVerifier::new(
-                stores.records.clone(),
+                stores.keys.clone(),
                 stores.records.clone(),
                 config.key_cache_ttl,
             )),

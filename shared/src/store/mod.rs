@@ -270,9 +270,20 @@ pub trait CounterStore: Send + Sync {
 pub struct Stores {
     pub records: Arc<dyn RecordStore>,
     pub counters: Arc<dyn CounterStore>,
+    /// The key records API keys are verified against on the proxy's hot path: the record store itself,
+    /// unless something is put in front of it (a cache, or a test that counts reads).
+    pub keys: Arc<dyn KeyStore>,
 }
 
 impl Stores {
+    pub fn new(records: Arc<dyn RecordStore>, counters: Arc<dyn CounterStore>) -> Stores {
+        Stores {
+            keys: records.clone(),
+            records,
+            counters,
+        }
+    }
+
     /// MongoDB when `QNP_MONGODB_URI` is set, DynamoDB when `QNP_DYNAMODB_TABLE` is set, and the embedded
     /// store in `QNP_DATA_DIR` for whichever is not.
     pub async fn from_config(config: &Config) -> anyhow::Result<Stores> {
@@ -289,6 +300,6 @@ impl Stores {
             Some(table) => Arc::new(dynamo::DynamoCounters::from_env(table).await),
             None => embedded.expect("embedded store opened"),
         };
-        Ok(Stores { records, counters })
+        Ok(Stores::new(records, counters))
     }
 }
