@@ -125,6 +125,31 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_or_stream_without_usage_is_not_billed_as_free() {
+        let message = json!({"id": "msg_1", "content": [{"type": "text", "text": "hi"}],
+            "stop_reason": "end_turn"});
+        assert_eq!(to_answer(&message).usage, None);
+        let mut t = StreamTranslator::new(&model());
+        let mut items = t.on_event("message_start", &json!({"message": {"id": "msg_1"}}));
+        items.extend(t.on_event(
+            "content_block_delta",
+            &json!({"index": 0, "delta": {"type": "text_delta", "text": "hi"}}),
+        ));
+        items.extend(t.on_event("message_stop", &json!({})));
+        // No usage anywhere: the proxy estimates from what was read.
+        assert!(
+            items
+                .iter()
+                .all(|i| matches!(i, StreamItem::Event { usage: None, .. })),
+            "a stream without usage reported some"
+        );
+        assert!(matches!(
+            items.last(),
+            Some(StreamItem::Event { last: true, .. })
+        ));
+    }
+
+    #[test]
     fn requests_translate_system_history_tools_images_and_limits() {
         let request = body(json!({"model": "anthropic/claude-sonnet-4-5", "messages": [
             {"role": "system", "content": "Be terse."},

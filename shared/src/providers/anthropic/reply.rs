@@ -94,8 +94,8 @@ pub(super) fn to_answer(message: &Value) -> Answer {
             _ => {}
         }
     }
-    let usage: AnthropicUsage =
-        serde_json::from_value(message["usage"].clone()).unwrap_or_default();
+    // No usage object means no count: the call is billed by an estimate, never as free.
+    let usage = serde_json::from_value::<AnthropicUsage>(message["usage"].clone()).ok();
     let mut finish = finish_reason(message["stop_reason"].as_str());
     let content = if let Some(answer) = json_answer {
         finish = FinishReason::Stop;
@@ -110,7 +110,7 @@ pub(super) fn to_answer(message: &Value) -> Answer {
         content,
         tool_calls,
         finish,
-        usage: Some(usage.tokens()),
+        usage: usage.map(|u| u.tokens()),
     }
 }
 

@@ -6,6 +6,8 @@ use super::*;
 /// Decodes one Anthropic stream into answer events, event by event.
 pub(super) struct StreamTranslator {
     pub(super) usage: AnthropicUsage,
+    /// Whether any event carried a usage object: a stream without one is billed by an estimate.
+    pub(super) usage_seen: bool,
     /// Anthropic content-block index → tool-call index (tool calls only).
     pub(super) tool_index: HashMap<u64, usize>,
     pub(super) tools_seen: usize,
@@ -20,6 +22,7 @@ impl StreamTranslator {
     pub(super) fn new(model: &Model) -> StreamTranslator {
         StreamTranslator {
             usage: AnthropicUsage::default(),
+            usage_seen: false,
             tool_index: HashMap::new(),
             tools_seen: 0,
             empty_arguments: HashMap::new(),
@@ -48,6 +51,7 @@ impl StreamTranslator {
                 let message = &data["message"];
                 if let Ok(u) = serde_json::from_value::<AnthropicUsage>(message["usage"].clone()) {
                     self.usage.overlay(u);
+                    self.usage_seen = true;
                 }
                 let id = message["id"].as_str().unwrap_or("anthropic").to_owned();
                 vec![AnswerEvent::Started { id }]
@@ -121,6 +125,7 @@ impl StreamTranslator {
             "message_delta" => {
                 if let Ok(u) = serde_json::from_value::<AnthropicUsage>(data["usage"].clone()) {
                     self.usage.overlay(u);
+                    self.usage_seen = true;
                 }
                 self.stop_reason = data["delta"]["stop_reason"].as_str().map(str::to_owned);
                 let finish = if self.json_tool_block.is_some() {
@@ -131,7 +136,7 @@ impl StreamTranslator {
                 vec![AnswerEvent::Finished(finish)]
             }
             "message_stop" => vec![AnswerEvent::Ended {
-                usage: Some(self.usage.tokens()),
+                usage: self.usage_seen.then(|| self.usage.tokens()),
             }],
             "error" => {
                 let kind = data["error"]["type"].as_str().unwrap_or("api_error");

@@ -204,6 +204,26 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_or_stream_without_usage_is_not_billed_as_free() {
+        let response = json!({"candidates": [{"content": {"parts": [{"text": "hi"}]},
+            "finishReason": "STOP"}]});
+        assert_eq!(to_answer(&response).usage, None);
+        let mut t = StreamTranslator::new(&flash());
+        let mut items = t.on_chunk(&response);
+        items.extend(t.on_end());
+        assert!(
+            items
+                .iter()
+                .all(|i| matches!(i, StreamItem::Event { usage: None, .. })),
+            "a stream without usage reported some"
+        );
+        assert!(matches!(
+            items.last(),
+            Some(StreamItem::Event { last: true, .. })
+        ));
+    }
+
+    #[test]
     fn requests_translate_system_history_tools_images_and_config() {
         let request = body(json!({"model": "google/gemini-2.5-flash", "messages": [
             {"role": "system", "content": "Be terse."},

@@ -167,7 +167,8 @@ pub(super) fn to_answer(response: &Value) -> Answer {
         content,
         tool_calls,
         finish,
-        usage: Some(usage_of(response).unwrap_or_default().tokens()),
+        // No usageMetadata means no count: the call is billed by an estimate, never as free.
+        usage: usage_of(response).map(|u| u.tokens()),
     }
 }
 

@@ -25,7 +25,8 @@ pub(super) struct StreamTranslator {
     pub(super) started: bool,
     pub(super) tag: String,
     pub(super) tool_calls: usize,
-    pub(super) usage: UsageMetadata,
+    /// The running total; `None` until an event carries one (a stream without any is estimated).
+    pub(super) usage: Option<UsageMetadata>,
     pub(super) finished: bool,
     pub(super) chunks: ChunkEncoder,
 }
@@ -36,7 +37,7 @@ impl StreamTranslator {
             started: false,
             tag: call_tag(),
             tool_calls: 0,
-            usage: UsageMetadata::default(),
+            usage: None,
             finished: false,
             chunks: ChunkEncoder::new(&model.id, "gemini"),
         }
@@ -68,7 +69,7 @@ impl StreamTranslator {
             });
         }
         if let Some(usage) = usage_of(data) {
-            self.usage = usage;
+            self.usage = Some(usage);
         }
         if self.finished {
             return events;
@@ -113,7 +114,7 @@ impl StreamTranslator {
             tracing::warn!("gemini stream ended without a finishReason");
             return vec![StreamItem::Failed(GatewayError::UpstreamFailed)];
         }
-        let usage = Some(self.usage.tokens());
+        let usage = self.usage.map(|u| u.tokens());
         self.encode(vec![AnswerEvent::Ended { usage }])
     }
 }
