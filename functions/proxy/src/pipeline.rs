@@ -135,7 +135,7 @@ async fn run(
         };
     }
     let (served_by, reply) =
-        routing::first_answer(proxy, &candidates, &body, checked.stream, route.api).await?;
+        routing::first_answer(proxy, &candidates, body, checked.stream, route.api).await?;
     call.set_model(served_by, checked.stream);
     Ok((reply, checked.include_usage))
 }

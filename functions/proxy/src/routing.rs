@@ -67,7 +67,7 @@ pub enum Api {
 pub async fn first_answer(
     proxy: &Proxy,
     candidates: &[Arc<Model>],
-    body: &RequestBody,
+    body: RequestBody,
     stream: bool,
     api: Api,
 ) -> Result<(Arc<Model>, Reply), GatewayError> {
@@ -75,7 +75,7 @@ pub async fn first_answer(
     let mut last_error = GatewayError::UpstreamFailed;
     let mut attempt = 0;
     // One request for every attempt: a translating provider parses the body once for all of them.
-    let call_request = ChatRequest::new(body.clone(), stream);
+    let call_request = ChatRequest::new(body, stream);
     for model in candidates {
         let provider = match proxy.providers.get(model.provider) {
             Ok(provider) => provider.clone(),
