@@ -38,6 +38,7 @@ PY_REQUIREMENTS=(
     "cfn-lint==1.58.0"      # offline lint of template.yaml
     "openai==3.57.0"        # real client SDKs for black-box tests
     "anthropic==2.14.0"
+    "openai-agents==0.24.0" # the OpenAI Agents SDK, driven by tests/python/test_agents.py
     "pytest==9.2.0"
     "requests==2.34.2"
 )
@@ -259,7 +260,7 @@ install_python_deps() {
     "$VENV/bin/python" -m pip install --quiet "${PY_REQUIREMENTS[@]}"
     echo "$want" >"$stamp"
     "$VENV/bin/python" -m pip list 2>/dev/null \
-        | grep -iE '^(secantusdb|moto|cfn-lint|openai|pytest|requests) ' || true
+        | grep -iE '^(secantusdb|moto|cfn-lint|openai|openai-agents|anthropic|pytest|requests) ' || true
 }
 
 install_node_deps() {
@@ -292,6 +293,20 @@ install_oidc_provider() {
     cp "$dir/package-lock.json" "$stamp"
 }
 step "Install the test OpenID provider (tests/oidc)" install_oidc_provider
+
+# The coding agents the black-box tests drive (tests/agents, pinned by its package-lock.json).
+install_agents() {
+    local dir="$ROOT/tests/agents" stamp="$ROOT/tests/agents/node_modules/.qnp-lock-stamp"
+    if [[ -f "$stamp" ]] && cmp -s "$stamp" "$dir/package-lock.json"; then
+        echo "agents already installed"
+    else
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+        cp "$dir/package-lock.json" "$stamp"
+    fi
+    export QNP_TEST_CODEX="$dir/node_modules/.bin/codex"
+    "$QNP_TEST_CODEX" --version
+}
+step "Install the agents (tests/agents)" install_agents
 
 # ---------------------------------------------------------------------------------------
 # 2. Start the stand-in servers all at once (each is ready in well under 1 s here), then

@@ -70,6 +70,11 @@ pub struct Model {
     /// before answering (connection error, 429, 5xx, overloaded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallbacks: Vec<String>,
+    /// Whether the upstream serves the Responses API itself (`/v1/responses`). OpenAI does; set `false`
+    /// for an OpenAI-compatible server that only speaks chat completions (many vLLM, Ollama and LM Studio
+    /// versions), and QNP translates Responses calls to chat for it, as it does for every other provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responses_api: Option<bool>,
 }
 
 /// Tokens one image may cost when the catalog does not say, per provider: OpenAI's tile-based models
@@ -85,6 +90,11 @@ fn default_image_tokens(provider: ProviderKind) -> u64 {
 }
 
 impl Model {
+    /// Whether `/v1/responses` calls go to the upstream's own Responses endpoint.
+    pub fn serves_responses(&self) -> bool {
+        self.provider == ProviderKind::Openai && self.responses_api.unwrap_or(true)
+    }
+
     fn per_mtok(tokens: u64, price: f64) -> f64 {
         tokens as f64 * price / 1_000_000.0
     }

@@ -175,6 +175,39 @@ impl CostBound {
         Ok(bound)
     }
 
+    /// An OpenAI Responses request. Tools the client runs (functions, Codex's namespaces of functions,
+    /// freeform and shell tools) cost tokens only; tools OpenAI runs are billed per call and refused.
+    pub fn responses(body: &RequestBody, body_bytes: usize) -> Result<CostBound, GatewayError> {
+        let mut bound = CostBound {
+            body_bytes: body_bytes as u64,
+            choices: 1,
+            ..CostBound::default()
+        };
+        bound.max_output = token_field(body, "max_output_tokens")?;
+        standard_tier(body, &["auto", "default"])?;
+        if let Some(tools) = body.get::<Vec<ResponsesTool>>("tools", "an array of tools")? {
+            for (i, tool) in tools.iter().enumerate() {
+                client_tool(tool, &format!("tools[{i}]"))?;
+            }
+        }
+        if let Some(raw) = body.raw("input").filter(|r| r.starts_with('[')) {
+            let items: Vec<InputItemShape> = serde_json::from_str(raw).map_err(|_| {
+                GatewayError::field(
+                    "input",
+                    "'input' must be a string or an array of input items",
+                )
+            })?;
+            for (i, item) in items.iter().enumerate() {
+                for (key, parts) in [("content", &item.content), ("output", &item.output)] {
+                    if let Some(Content::Parts(parts)) = parts {
+                        count_parts(&mut bound, parts, &format!("input[{i}].{key}"))?;
+                    }
+                }
+            }
+        }
+        Ok(bound)
+    }
+
     /// The worst case if `model` serves the call.
     pub fn for_model(&self, model: &Model) -> ModelBound {
         let (prompt_tokens, output_tokens) = match model.kind {
@@ -206,6 +239,53 @@ impl CostBound {
         let prompt = TokenUsage::estimate(self.body_bytes as usize, 0).prompt_tokens;
         prompt.saturating_add(self.for_model(model).output_tokens)
     }
+}
+
+/// Responses tool types the client executes: they cost the tokens of their calls and results only.
+const RESPONSES_CLIENT_TOOLS: [&str; 5] =
+    ["function", "custom", "local_shell", "shell", "apply_patch"];
+
+fn client_tool(tool: &ResponsesTool, at: &str) -> Result<(), GatewayError> {
+    match tool.kind.as_deref() {
+        Some(kind) if RESPONSES_CLIENT_TOOLS.contains(&kind) => Ok(()),
+        Some("namespace") => {
+            for (j, inner) in tool.tools.iter().flatten().enumerate() {
+                client_tool(inner, &format!("{at}.tools[{j}]"))?;
+            }
+            Ok(())
+        }
+        other => {
+            let shown = other.map_or("(none)".to_owned(), |t| {
+                format!("'{}'", t.chars().take(60).collect::<String>())
+            });
+            Err(unpriced(
+                at,
+                &format!(
+                    "the hosted tool {shown} runs at the provider and is billed per call, which this \
+                     gateway does not price; remove it (Codex: set web_search = \"disabled\" in \
+                     config.toml) or use function tools"
+                ),
+            ))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ResponsesTool<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    /// A namespace's functions.
+    #[serde(default, borrow)]
+    tools: Option<Vec<ResponsesTool<'a>>>,
+}
+
+/// A Responses input item: a message's content, or a function call's output (either may hold parts).
+#[derive(Deserialize)]
+struct InputItemShape<'a> {
+    #[serde(default, borrow)]
+    content: Option<Content<'a>>,
+    #[serde(default, borrow)]
+    output: Option<Content<'a>>,
 }
 
 /// Anthropic-defined tools the client executes (priced as tokens only).
@@ -520,6 +600,58 @@ mod tests {
         assert_eq!((bound.images, bound.documents), (1, 1));
     }
 
+    #[test]
+    fn responses_bound_output_attachments_and_refuse_hosted_tools() {
+        let catalog = Catalog::bundled();
+        let model = catalog.get("openai/gpt-4o-mini").unwrap();
+        let b = body(json!({"max_output_tokens": 700, "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "x"},
+                {"type": "input_image", "image_url": "https://x/y.png"},
+                {"type": "input_file", "file_data": "data:application/pdf;base64,AA"}]},
+            {"type": "function_call_output", "call_id": "c", "output": [{"type": "input_image", "image_url": "https://x/z.png"}]}],
+            "tools": [{"type": "function", "name": "f"}, {"type": "custom", "name": "apply_patch"},
+                {"type": "namespace", "name": "ns", "tools": [{"type": "function", "name": "g"}]}]}));
+        let bound = CostBound::responses(&b, 500).unwrap();
+        assert_eq!((bound.images, bound.documents), (2, 1));
+        assert_eq!(bound.for_model(model).output_tokens, 700);
+        // Without max_output_tokens the model's own limit bounds it.
+        let bound = CostBound::responses(&body(json!({"input": "hi"})), 10).unwrap();
+        assert_eq!(bound.for_model(model).output_tokens, model.output_limit());
+        for (tools, at) in [
+            (
+                json!([{"type": "web_search", "external_web_access": false}]),
+                "tools[0]",
+            ),
+            (
+                json!([{"type": "function", "name": "f"}, {"type": "file_search"}]),
+                "tools[1]",
+            ),
+            (
+                json!([{"type": "namespace", "tools": [{"type": "code_interpreter"}]}]),
+                "tools[0].tools[0]",
+            ),
+        ] {
+            let err =
+                CostBound::responses(&body(json!({"input": "x", "tools": tools})), 10).unwrap_err();
+            match &err {
+                GatewayError::InvalidField { field, message } => {
+                    assert_eq!(field, at);
+                    assert!(message.contains("billed per call"), "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let err = CostBound::responses(&body(json!({"input": "x", "service_tier": "flex"})), 10)
+            .unwrap_err();
+        assert!(err.to_string().contains("service tier"));
+        let err = CostBound::responses(
+            &body(json!({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file-1"}]}]})),
+            10,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("file_id"));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(384))]
 
@@ -529,7 +661,7 @@ mod tests {
         fn any_body_gets_a_bound_or_a_clear_400(value in crate::test_support::arb_body(), bytes in 0usize..20_000_000) {
             let parsed = RequestBody::parse(value.to_string().as_bytes()).unwrap();
             let catalog = Catalog::bundled();
-            for bound in [CostBound::chat_completions(&parsed, bytes), CostBound::messages(&parsed, bytes)] {
+            for bound in [CostBound::chat_completions(&parsed, bytes), CostBound::messages(&parsed, bytes), CostBound::responses(&parsed, bytes)] {
                 match bound {
                     Ok(bound) => {
                         for model in catalog.models() {

@@ -97,6 +97,25 @@ pub enum Reply {
     Stream(BoxStream<'static, StreamItem>),
 }
 
+/// The event's `data` payload (lines joined with '\n'), or None for comment-only events.
+pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for line in event.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+            match &mut out {
+                Some(buf) => {
+                    buf.push(b'\n');
+                    buf.extend_from_slice(rest);
+                }
+                None => out = Some(rest.to_vec()),
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

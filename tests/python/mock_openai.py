@@ -10,6 +10,7 @@ It serves, under ``/v1``:
   ``stream_options.include_obfuscation`` is false.
 * ``POST /v1/embeddings``: a ``list`` of ``embedding`` objects (8 floats each, or base64 of
   little-endian float32 when ``encoding_format`` is ``base64``, which the official SDKs ask for).
+* ``POST /v1/responses``: the Responses API, whole or streamed (see ``mock_openai_responses``).
 * ``GET /v1/models``: a short model list.
 
 Knobs for tests: ``stream_delay`` (seconds between stream chunks), ``done_linger`` (seconds between
@@ -50,6 +51,8 @@ import threading
 import time
 import uuid
 from typing import Any, Callable
+
+import mock_openai_responses
 
 DEFAULT_API_KEY = "sk-mock-upstream-0123456789"
 EMBEDDING_DIMENSIONS = 8
@@ -284,7 +287,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send_json(status, payload)
             return
         path = self.path.split("?", 1)[0]
-        if path not in ("/v1/chat/completions", "/v1/embeddings"):
+        if path not in ("/v1/chat/completions", "/v1/embeddings", "/v1/responses"):
             self._not_found()
             return
         if not isinstance(body, dict):
@@ -301,6 +304,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if path == "/v1/chat/completions":
             self._chat(body)
+        elif path == "/v1/responses":
+            mock_openai_responses.handle(self, body)
         else:
             self._embeddings(body)
 

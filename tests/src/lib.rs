@@ -15,6 +15,7 @@ pub mod identity;
 pub mod mock_anthropic;
 pub mod mock_gemini;
 pub mod mock_openai;
+mod mock_openai_responses;
 pub mod mock_stripe;
 
 pub use mock_openai::MockOpenAi;

@@ -1,4 +1,5 @@
-//! A mock OpenAI upstream speaking the real Chat Completions and Embeddings wire format, streaming
+//! A mock OpenAI upstream speaking the real Chat Completions, Embeddings and Responses
+//! (`mock_openai_responses`) wire formats, streaming
 //! included (`chat.completion.chunk` events, the usage chunk with empty `choices` only when
 //! `stream_options.include_usage` is set, `data: [DONE]`). The reply echoes the last user message so tests
 //! can follow a canary string through the gateway.
@@ -35,7 +36,7 @@ pub struct Received {
 }
 
 #[derive(Clone, Default)]
-struct MockState {
+pub(crate) struct MockState {
     received: Arc<Mutex<Vec<Received>>>,
 }
 
@@ -62,6 +63,14 @@ impl MockOpenAi {
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/embeddings", post(embeddings))
+            .route(
+                "/v1/responses",
+                post(crate::mock_openai_responses::responses),
+            )
+            .route(
+                "/v1/responses/compact",
+                post(crate::mock_openai_responses::compact),
+            )
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -79,7 +88,7 @@ impl MockOpenAi {
 }
 
 /// Records the request; false when the upstream credential is refused.
-fn record(state: &MockState, path: &str, headers: &HeaderMap, body: &Value) -> bool {
+pub(crate) fn record(state: &MockState, path: &str, headers: &HeaderMap, body: &Value) -> bool {
     let authorization = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -94,7 +103,7 @@ fn record(state: &MockState, path: &str, headers: &HeaderMap, body: &Value) -> b
 }
 
 /// OpenAI's answer to a wrong credential.
-fn unauthorized() -> Response {
+pub(crate) fn unauthorized() -> Response {
     (
         StatusCode::UNAUTHORIZED,
         Json(json!({"error": {"message": "Incorrect API key provided: sk-upst***************", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}})),
@@ -102,7 +111,7 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
-fn words(text: &str) -> Vec<String> {
+pub(crate) fn words(text: &str) -> Vec<String> {
     text.split_whitespace().map(str::to_owned).collect()
 }
 

@@ -26,6 +26,7 @@ mod embeddings;
 mod messages;
 mod models;
 mod pipeline;
+mod responses;
 mod routing;
 mod streaming;
 
@@ -101,6 +102,26 @@ pub fn endpoints() -> Vec<Endpoint<Arc<Proxy>>> {
             messages::ROUTE.endpoint,
             ApiKey,
             pipeline::serve(&messages::ROUTE),
+        ),
+        Endpoint::new(
+            Method::POST,
+            responses::ROUTE.endpoint,
+            ApiKey,
+            pipeline::serve(&responses::ROUTE),
+        ),
+        Endpoint::new(Method::GET, "/v1/responses", ApiKey, responses::websocket),
+        Endpoint::new(
+            Method::POST,
+            responses::COMPACT.endpoint,
+            ApiKey,
+            pipeline::serve(&responses::COMPACT),
+        ),
+        Endpoint::new(Method::GET, "/v1/responses/{id}", ApiKey, responses::stored),
+        Endpoint::new(
+            Method::DELETE,
+            "/v1/responses/{id}",
+            ApiKey,
+            responses::stored,
         ),
     ]
 }

@@ -79,7 +79,7 @@ pub async fn handle(proxy: Arc<Proxy>, request: Request, route: &'static Route) 
             call.respond(reply, usage).await
         }
         Ok((Reply::Stream(events), include_usage)) => {
-            streaming::respond(call, events, include_usage)
+            streaming::respond(call, events, include_usage, route.api)
         }
         Err(err) => call.fail(err).await,
     }
@@ -120,17 +120,19 @@ async fn run(
         }
     };
     call.reserve(&candidates, &checked.bound).await?;
-    if route.api == Api::Embeddings {
+    if matches!(route.api, Api::Embeddings | Api::Compact) {
         let model = &candidates[0];
-        let reply = proxy
-            .providers
-            .get(model.provider)?
-            .embeddings(model, body)
-            .await?;
+        let provider = proxy.providers.get(model.provider)?;
+        let reply = if route.api == Api::Embeddings {
+            provider.embeddings(model, body).await?
+        } else {
+            provider.compact(model, body).await?
+        };
         return match reply {
             Reply::Complete { .. } => Ok((reply, false)),
             Reply::Stream(_) => Err(GatewayError::internal(anyhow::anyhow!(
-                "embeddings replied with a stream"
+                "{} replied with a stream",
+                route.endpoint
             ))),
         };
     }

@@ -59,6 +59,9 @@ fn backoff(attempt: u32) -> Duration {
 pub enum Api {
     ChatCompletions,
     Messages,
+    Responses,
+    /// `/v1/responses/compact`: one model, one whole answer.
+    Compact,
     Embeddings,
 }
 
@@ -97,6 +100,8 @@ pub async fn first_answer(
             let reply = match api {
                 Api::ChatCompletions => provider.chat(model, request).await,
                 Api::Messages => provider.messages(model, request).await,
+                Api::Responses => provider.responses(model, request).await,
+                Api::Compact => provider.compact(model, request.body).await,
                 Api::Embeddings => provider.embeddings(model, request.body).await,
             };
             let outcome = match reply {

@@ -14,6 +14,7 @@ use qnp_shared::providers::StreamItem;
 use qnp_shared::usage::TokenUsage;
 
 use crate::call::Call;
+use crate::routing::Api;
 
 type Events = futures_util::stream::BoxStream<'static, StreamItem>;
 
@@ -140,8 +141,13 @@ impl Drop for StreamMeter {
     }
 }
 
-/// The SSE event that ends a stream whose upstream failed, in the route's error shape.
-fn error_event(err: &GatewayError, dialect: Dialect) -> Bytes {
+/// The SSE event that ends a stream whose upstream failed, in the route's error shape: a Responses
+/// stream ends with `response.failed` (numbered after the `sent` events before it), the others with
+/// an error event.
+fn error_event(err: &GatewayError, dialect: Dialect, api: Api, sent: usize) -> Bytes {
+    if api == Api::Responses {
+        return qnp_shared::dialects::openai_responses::failed_event(err, sent);
+    }
     let mut event = match dialect {
         Dialect::OpenAi => b"data: ".to_vec(),
         Dialect::Anthropic => b"event: error\ndata: ".to_vec(),
@@ -153,7 +159,7 @@ fn error_event(err: &GatewayError, dialect: Dialect) -> Bytes {
 
 /// Forwards upstream events as they arrive. Only the usage-only chunk is held back, from clients that did
 /// not ask for usage; nothing else is buffered or rewritten.
-pub fn respond(call: Call, events: Events, include_usage: bool) -> Response {
+pub fn respond(call: Call, events: Events, include_usage: bool, api: Api) -> Response {
     let dialect = call.dialect;
     let started = Instant::now();
     let mut response = call.ok_response(Body::empty(), "text/event-stream");
@@ -173,6 +179,7 @@ pub fn respond(call: Call, events: Events, include_usage: bool) -> Response {
         events_read: 0,
     };
     let body = async_stream::stream! {
+        let mut sent = 0usize;
         while let Some(item) = meter.next().await {
             match item {
                 StreamItem::Event { bytes, usage, usage_only, last } => {
@@ -190,6 +197,7 @@ pub fn respond(call: Call, events: Events, include_usage: bool) -> Response {
                         continue;
                     }
                     meter.complete = last;
+                    sent += 1;
                     yield Ok::<Bytes, std::convert::Infallible>(bytes);
                     if last {
                         break;
@@ -197,7 +205,7 @@ pub fn respond(call: Call, events: Events, include_usage: bool) -> Response {
                 }
                 StreamItem::Failed(err) => {
                     meter.error = Some(err.kind().to_owned());
-                    yield Ok(error_event(&err, dialect));
+                    yield Ok(error_event(&err, dialect, api, sent));
                     break;
                 }
             }

@@ -5,3 +5,4 @@
 
 pub mod anthropic_messages;
 pub mod openai_chat;
+pub mod openai_responses;

@@ -32,6 +32,8 @@ pub struct ChatRequest {
     pub body: RequestBody,
     pub stream: bool,
     parsed: Arc<OnceLock<Conversation>>,
+    /// A Responses request as a chat completion, for providers that translate it.
+    as_chat: Arc<OnceLock<ChatRequest>>,
 }
 
 impl ChatRequest {
@@ -40,7 +42,20 @@ impl ChatRequest {
             body,
             stream,
             parsed: Arc::default(),
+            as_chat: Arc::default(),
         }
+    }
+
+    /// This Responses request as a chat completion request, translated on first use.
+    pub fn responses_as_chat(&self) -> Result<&ChatRequest, GatewayError> {
+        if let Some(chat) = self.as_chat.get() {
+            return Ok(chat);
+        }
+        let chat = ChatRequest::new(
+            crate::dialects::openai_responses::to_chat(&self.body, self.stream)?,
+            self.stream,
+        );
+        Ok(self.as_chat.get_or_init(|| chat))
     }
 
     /// The body as a conversation, parsed on first use.
@@ -64,6 +79,33 @@ pub trait Provider: Send + Sync {
             model.id
         )))
     }
+
+    /// An OpenAI Responses request (`/v1/responses`), answered in the Responses format. Providers that
+    /// do not speak it natively serve it as a chat completion, re-encoded.
+    async fn responses(&self, model: &Model, request: ChatRequest) -> Result<Reply, GatewayError> {
+        responses_by_chat(self, model, request).await
+    }
+
+    /// Responses compaction (`/v1/responses/compact`, which Codex calls in long sessions): OpenAI's own
+    /// summary of a conversation, which no translation can produce.
+    async fn compact(&self, model: &Model, _body: RequestBody) -> Result<Reply, GatewayError> {
+        Err(GatewayError::WrongModelKind(format!(
+            "'{}' cannot compact a conversation: /v1/responses/compact is OpenAI's own endpoint and \
+             works with openai/ models only",
+            model.id
+        )))
+    }
+}
+
+/// A Responses call served as a chat completion by `provider`, its reply re-encoded as a response.
+pub(crate) async fn responses_by_chat<P: Provider + ?Sized>(
+    provider: &P,
+    model: &Model,
+    request: ChatRequest,
+) -> Result<Reply, GatewayError> {
+    let chat = request.responses_as_chat()?.clone();
+    let reply = provider.chat(model, chat).await?;
+    crate::dialects::openai_responses::from_chat_reply(reply, &model.id)
 }
 
 /// A provider's constructor: its upstream client, base URL and credential.

@@ -32,8 +32,22 @@ const OUTPUT_KEYS: [&[u8]; 7] = [
 /// provider reports no usage, instead of the event's size, whose JSON framing would bill a one-token
 /// chunk as fifty. A scan for a few keys, not a parse: it runs on events as they pass.
 pub fn output_bytes(event: &[u8]) -> usize {
+    // Responses events repeat their output: each delta once, then the whole text again in the item's
+    // done events and the terminal event. Only the deltas count.
+    if let Some(rest) = event.strip_prefix(b"event: response.") {
+        let name = rest.split(|&b| b == b'\n').next().unwrap_or_default();
+        if !name.trim_ascii_end().ends_with(b".delta") {
+            return 0;
+        }
+        return strings_after(event, &[b"\"delta\":\""]);
+    }
+    strings_after(event, &OUTPUT_KEYS)
+}
+
+/// The total length of the JSON string values that follow any of `keys` in `event`.
+fn strings_after(event: &[u8], keys: &[&[u8]]) -> usize {
     let mut total = 0;
-    for key in OUTPUT_KEYS {
+    for &key in keys {
         let mut from = 0;
         while let Some(at) = memchr::memmem::find(&event[from..], key) {
             let start = from + at + key.len();
@@ -231,24 +245,7 @@ impl Drop for UpstreamEvents {
     }
 }
 
-/// The event's `data` payload (lines joined with '\n'), or None for comment-only events.
-pub fn data(event: &[u8]) -> Option<Vec<u8>> {
-    let mut out: Option<Vec<u8>> = None;
-    for line in event.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(rest) = line.strip_prefix(b"data:") {
-            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-            match &mut out {
-                Some(buf) => {
-                    buf.push(b'\n');
-                    buf.extend_from_slice(rest);
-                }
-                None => out = Some(rest.to_vec()),
-            }
-        }
-    }
-    out
-}
+pub use crate::wire::event_data as data;
 
 /// The event's `event:` name, if it has one (Anthropic names every event; OpenAI names none).
 pub fn event_name(event: &[u8]) -> Option<&[u8]> {
@@ -277,6 +274,13 @@ mod tests {
         assert_eq!(output_bytes(anthropic), 5);
         assert_eq!(output_bytes(b"data: [DONE]\n\n"), 0);
         assert_eq!(output_bytes(br#"data: {"content":"never closed"#), 0);
+        // Responses events: the delta counts, the repetitions of the text in done events do not.
+        let delta = b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hello\"}\n\n";
+        assert_eq!(output_bytes(delta), 5);
+        let done = b"event: response.output_text.done\ndata: {\"type\":\"response.output_text.done\",\"text\":\"Hello\"}\n\n";
+        assert_eq!(output_bytes(done), 0);
+        let args = b"event: response.function_call_arguments.delta\ndata: {\"delta\":\"{}\"}\n\n";
+        assert_eq!(output_bytes(args), 2);
     }
 
     #[test]

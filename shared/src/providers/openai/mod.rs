@@ -17,6 +17,7 @@ use crate::error::GatewayError;
 use crate::usage::TokenUsage;
 
 pub mod messages;
+mod responses;
 mod stream;
 use stream::*;
 
@@ -24,53 +25,12 @@ pub struct OpenAi {
     upstream: Upstream,
     chat_url: String,
     embeddings_url: String,
+    responses_url: String,
+    compact_url: String,
     authorization: String,
 }
 
-/// OpenAI's usage object (chat and embeddings).
-#[derive(Debug, Default, Deserialize)]
-pub struct OpenAiUsage {
-    #[serde(default)]
-    pub prompt_tokens: u64,
-    #[serde(default)]
-    pub completion_tokens: u64,
-    #[serde(default)]
-    pub prompt_tokens_details: Option<PromptDetails>,
-    #[serde(default)]
-    pub completion_tokens_details: Option<CompletionDetails>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct PromptDetails {
-    #[serde(default)]
-    pub cached_tokens: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct CompletionDetails {
-    #[serde(default)]
-    pub reasoning_tokens: Option<u64>,
-}
-
-impl From<OpenAiUsage> for TokenUsage {
-    fn from(u: OpenAiUsage) -> TokenUsage {
-        TokenUsage {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            cached_tokens: u
-                .prompt_tokens_details
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
-            cache_write_tokens: 0,
-            cache_write_1h_tokens: 0,
-            reasoning_tokens: u
-                .completion_tokens_details
-                .and_then(|d| d.reasoning_tokens)
-                .unwrap_or(0),
-            estimated: false,
-        }
-    }
-}
+pub use crate::dialects::openai_chat::{CompletionDetails, OpenAiUsage, PromptDetails};
 
 /// Only the fields the gateway reads from a reply; everything else is skipped without allocation.
 #[derive(Deserialize)]
@@ -87,6 +47,8 @@ impl OpenAi {
             upstream,
             chat_url: format!("{base_url}/chat/completions"),
             embeddings_url: format!("{base_url}/embeddings"),
+            responses_url: format!("{base_url}/responses"),
+            compact_url: format!("{base_url}/responses/compact"),
             authorization: format!("Bearer {api_key}"),
         })
     }
@@ -178,6 +140,27 @@ impl Provider for OpenAi {
             body: Bytes::from(serde_json::to_vec(&message).expect("JSON serialises")),
             usage,
         })
+    }
+
+    /// OpenAI's own Responses endpoint, or, for a server that only speaks chat, the call as a chat
+    /// completion re-encoded (the trait's default).
+    async fn responses(&self, model: &Model, request: ChatRequest) -> Result<Reply, GatewayError> {
+        if model.serves_responses() {
+            return self.responses_native(model, request).await;
+        }
+        super::responses_by_chat(self, model, request).await
+    }
+
+    async fn compact(&self, model: &Model, body: RequestBody) -> Result<Reply, GatewayError> {
+        if !model.serves_responses() {
+            return Err(GatewayError::WrongModelKind(format!(
+                "'{}' is served by translation to chat completions, which cannot compact a \
+                 conversation; /v1/responses/compact works with models whose upstream serves the \
+                 Responses API",
+                model.id
+            )));
+        }
+        self.compact_native(model, body).await
     }
 }
 

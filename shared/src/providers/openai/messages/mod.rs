@@ -18,10 +18,10 @@ use futures_util::stream::BoxStream;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::OpenAiUsage;
 use crate::catalog::Model;
-use crate::conversation::{Answer, AnswerEvent, AnswerToolCall, FinishReason};
+use crate::conversation::Answer;
 use crate::dialects::anthropic_messages::{self, EventEncoder};
+use crate::dialects::openai_chat::{self, ChunkDecoder};
 use crate::error::GatewayError;
 use crate::providers::sse::{self, Translate, UpstreamEvents};
 use crate::providers::{RequestBody, StreamItem, bad};
@@ -31,7 +31,6 @@ mod reply;
 mod request;
 mod stream;
 pub use reply::to_message;
-use reply::*;
 pub use request::{ChatTranslation, ToolNames, to_chat_request};
 pub use stream::{StreamTranslator, message_stream};
 
