@@ -304,7 +304,9 @@ install_agents() {
         cp "$dir/package-lock.json" "$stamp"
     fi
     export QNP_TEST_CODEX="$dir/node_modules/.bin/codex"
+    export QNP_TEST_CLAUDE="$dir/node_modules/.bin/claude"
     "$QNP_TEST_CODEX" --version
+    "$QNP_TEST_CLAUDE" --version
 }
 step "Install the agents (tests/agents)" install_agents
 

@@ -111,6 +111,18 @@ pub enum Dialect {
     Anthropic,
 }
 
+impl Dialect {
+    /// The error shape of a path, for answers no route gave (unknown paths, wrong methods): Anthropic's
+    /// under `/v1/messages`, so its clients read even a 404 there.
+    pub fn of_path(path: &str) -> Dialect {
+        if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+            Dialect::Anthropic
+        } else {
+            Dialect::OpenAi
+        }
+    }
+}
+
 /// The wire shape `{"error":{"message","type","code"}}` that OpenAI SDKs parse.
 #[derive(Serialize)]
 struct OpenAiErrorBody<'a> {
@@ -309,9 +321,14 @@ impl GatewayError {
             return self.into_response();
         }
         let body = self.anthropic_body();
+        let overloaded = matches!(self, GatewayError::UpstreamOverloaded);
         let mut response = self.into_response();
         response.headers_mut().remove(header::CONTENT_LENGTH);
         *response.body_mut() = axum::body::Body::from(body);
+        if overloaded {
+            // Anthropic's own status for an overloaded API, which its clients back off on.
+            *response.status_mut() = StatusCode::from_u16(529).expect("529 is a valid status code");
+        }
         response
     }
 }

@@ -186,16 +186,14 @@ pub async fn current_account(
 }
 
 async fn not_found(request: Request) -> Response {
-    GatewayError::NotFound(format!(
-        "no such route: {} {}",
-        request.method(),
-        request.uri().path()
-    ))
-    .into_response()
+    let path = request.uri().path();
+    GatewayError::NotFound(format!("no such route: {} {path}", request.method()))
+        .into_response_as(crate::error::Dialect::of_path(path))
 }
 
-async fn method_not_allowed() -> Response {
-    GatewayError::MethodNotAllowed.into_response()
+async fn method_not_allowed(request: Request) -> Response {
+    GatewayError::MethodNotAllowed
+        .into_response_as(crate::error::Dialect::of_path(request.uri().path()))
 }
 
 /// A panic while handling one request: logged, and answered as a bare 500 for that request only.

@@ -25,6 +25,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from mock_anthropic import MockAnthropic  # noqa: E402
 from mock_openai import MockOpenAI  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -341,3 +342,14 @@ def start_gateway(qnp_bin: Path, mock_openai: MockOpenAI, tmp_path: Path):
     finally:
         for gw in started:
             gw.stop()
+
+
+@pytest.fixture
+def claude_gateway(start_gateway):
+    """A test-private gateway whose `anthropic/` models go to a mock Anthropic upstream."""
+    upstream = MockAnthropic(api_key=UPSTREAM_KEY).start()
+    gateway = start_gateway("claude", ANTHROPIC_API_KEY=UPSTREAM_KEY, QNP_ANTHROPIC_BASE_URL=upstream.url)
+    try:
+        yield gateway, upstream
+    finally:
+        upstream.stop()

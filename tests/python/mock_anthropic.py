@@ -3,7 +3,9 @@
 ``POST /v1/messages`` answers a ``message`` object, or with ``"stream": true`` the named SSE events
 Anthropic sends (``message_start``, ``content_block_start``, ``ping``, ``content_block_delta``,
 ``content_block_stop``, ``message_delta``, ``message_stop``). The reply is ``"echo: "`` and the last
-user text; usage reports ``input_tokens`` (words + 3) separately from ``cache_read_input_tokens`` (4)
+user text; with a ``Bash`` tool (Claude Code's) and a last user text containing ``run tool`` it is a
+``tool_use`` of ``Bash`` running ``TOOL_COMMAND``, and a last user turn holding a ``tool_result`` gets
+``"tool said: <result>"``. ``POST /v1/messages/count_tokens`` answers ``{"input_tokens": words + 3}``; usage reports ``input_tokens`` (words + 3) separately from ``cache_read_input_tokens`` (4)
 and ``cache_creation_input_tokens`` (2), as Anthropic does. Requests must carry ``x-api-key`` and
 ``anthropic-version``; each is recorded in ``requests``.
 """
@@ -15,6 +17,8 @@ import json
 import threading
 from typing import Any
 
+TOOL_COMMAND = "echo qnp-tool-ok"
+
 
 def _last_user_text(body: dict[str, Any]) -> str:
     for message in reversed(body.get("messages", [])):
@@ -25,6 +29,20 @@ def _last_user_text(body: dict[str, Any]) -> str:
             return content
         return " ".join(b.get("text", "") for b in content if b.get("type") == "text")
     return ""
+
+
+def _tool_result_text(body: dict[str, Any]) -> str | None:
+    """The text of the last user turn's tool_result, if it holds one."""
+    messages = body.get("messages") or []
+    if not messages or messages[-1].get("role") != "user" or not isinstance(messages[-1].get("content"), list):
+        return None
+    for block in messages[-1]["content"]:
+        if block.get("type") == "tool_result":
+            content = block.get("content")
+            if isinstance(content, list):
+                content = " ".join(b.get("text", "") for b in content if b.get("type") == "text")
+            return str(content or "")
+    return None
 
 
 class MockAnthropic:
@@ -51,18 +69,31 @@ class MockAnthropic:
                 length = int(self.headers.get("content-length", "0"))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 mock.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                if self.path == "/v1/messages/count_tokens" and self.headers.get("x-api-key") == mock.api_key:
+                    return self._json(200, {"input_tokens": len(_last_user_text(body).split()) + 3})
                 if self.path != "/v1/messages":
                     return self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": "not found"}})
                 if self.headers.get("x-api-key") != mock.api_key:
                     return self._json(401, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}})
                 if not self.headers.get("anthropic-version"):
                     return self._json(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "anthropic-version header is required"}})
-                text = "echo: " + " ".join(_last_user_text(body).split())
+                result = _tool_result_text(body)
+                tools = [t.get("name") for t in body.get("tools") or []]
+                call = result is None and "Bash" in tools and "run tool" in _last_user_text(body)
+                if result is not None:
+                    text = "tool said: " + " ".join(result.split())
+                else:
+                    text = "echo: " + " ".join(_last_user_text(body).split())
+                if call:
+                    text = ""
                 words = text.split()
                 usage = {"input_tokens": len(words) + 3, "cache_creation_input_tokens": 2,
                          "cache_read_input_tokens": 4, "output_tokens": len(words)}
+                tool_input = {"command": TOOL_COMMAND, "description": "Print the greeting"}
+                tool_block = {"type": "tool_use", "id": "toolu_mock1", "name": "Bash", "input": tool_input}
                 message = {"id": "msg_mock", "type": "message", "role": "assistant", "model": body.get("model"),
-                           "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                           "content": [tool_block if call else {"type": "text", "text": text}],
+                           "stop_reason": "tool_use" if call else "end_turn",
                            "stop_sequence": None, "usage": usage}
                 if not body.get("stream"):
                     return self._json(200, message)
@@ -78,13 +109,17 @@ class MockAnthropic:
 
                 start = dict(message, content=[], stop_reason=None, usage=dict(usage, output_tokens=1))
                 event("message_start", {"type": "message_start", "message": start})
-                event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
-                event("ping", {"type": "ping"})
-                for i, word in enumerate(words):
-                    piece = word if i == 0 else " " + word
-                    event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})
+                if call:
+                    event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": dict(tool_block, input={})})
+                    event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": json.dumps(tool_input)}})
+                else:
+                    event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+                    event("ping", {"type": "ping"})
+                    for i, word in enumerate(words):
+                        piece = word if i == 0 else " " + word
+                        event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})
                 event("content_block_stop", {"type": "content_block_stop", "index": 0})
-                event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": len(words)}})
+                event("message_delta", {"type": "message_delta", "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None}, "usage": {"output_tokens": max(len(words), 1)}})
                 event("message_stop", {"type": "message_stop"})
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()

@@ -1,8 +1,9 @@
-"""The agents people point at gateways, unchanged, against `qnp serve` with mock upstreams: OpenAI's Codex
-CLI (`codex exec`, pinned in tests/agents/package.json) and the OpenAI Agents SDK (`openai-agents`,
-pinned in tests/run.sh), each with one function-call round trip through QNP's `/v1/responses`.
+"""The agents people point at gateways, unchanged, against `qnp serve` with mock upstreams, each with one
+tool round trip: OpenAI's Codex CLI (`codex exec`) and the OpenAI Agents SDK (`openai-agents`) through
+QNP's `/v1/responses`, and Claude Code (`claude -p`) through `/v1/messages` with its betas. Versions are
+pinned in tests/agents/package.json (the CLIs) and tests/run.sh (the SDK).
 
-tests/run.sh installs the agents and sets $QNP_TEST_CODEX; run the suite through it."""
+tests/run.sh installs the agents and sets $QNP_TEST_CODEX and $QNP_TEST_CLAUDE; run the suite through it."""
 
 from __future__ import annotations
 
@@ -14,15 +15,16 @@ from pathlib import Path
 import pytest
 
 from conftest import unique_email
+from mock_anthropic import TOOL_COMMAND as CLAUDE_TOOL_COMMAND
 from mock_openai_responses import TOOL_COMMAND
 
 MODEL = "openai/gpt-4o-mini"
 
 
-def codex_binary() -> str:
-    binary = os.environ.get("QNP_TEST_CODEX")
+def agent_binary(variable: str) -> str:
+    binary = os.environ.get(variable)
     if not binary or not Path(binary).is_file():
-        pytest.fail("QNP_TEST_CODEX is not set: run the suite with tests/run.sh, which installs the agents", pytrace=False)
+        pytest.fail(f"{variable} is not set: run the suite with tests/run.sh, which installs the agents", pytrace=False)
     return binary
 
 
@@ -54,7 +56,7 @@ def test_codex_exec_runs_a_tool_through_qnp(gateway, tmp_path):
     mark = gateway.mock.mark()
     result = subprocess.run(
         [
-            codex_binary(),
+            agent_binary("QNP_TEST_CODEX"),
             "exec",
             "--skip-git-repo-check",
             "--dangerously-bypass-approvals-and-sandbox",
@@ -129,3 +131,63 @@ def test_the_agents_sdk_runs_a_tool_through_qnp(gateway, streamed):
     assert sent[1]["input"][-1]["type"] == "function_call_output"
     rows = gateway.usage_rows(email, 2)
     assert [r["streamed"] for r in rows] == [str(streamed).lower()] * 2
+
+
+def test_claude_code_runs_a_tool_through_qnp_with_its_betas(claude_gateway, tmp_path):
+    gateway, upstream = claude_gateway
+    email = unique_email("claude-code")
+    key = gateway.create_key(email)
+    home = tmp_path / "home"
+    home.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_"))}
+    env.update(
+        {
+            "HOME": str(home),
+            # The environment the README gives Claude Code users.
+            "ANTHROPIC_BASE_URL": gateway.base_url.removesuffix("/v1"),
+            "ANTHROPIC_API_KEY": key,
+            "ANTHROPIC_MODEL": "anthropic/claude-sonnet-4-5",
+            "ANTHROPIC_SMALL_FAST_MODEL": "anthropic/claude-haiku-4-5",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_AUTOUPDATER": "1",
+        }
+    )
+    result = subprocess.run(
+        [agent_binary("QNP_TEST_CLAUDE"), "-p", "run tool: print the greeting", "--allowedTools", "Bash(echo:*)"],
+        cwd=work,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=180,
+    )
+    output = (result.stdout + result.stderr).decode(errors="replace")
+    assert result.returncode == 0, output
+    assert "tool said: qnp-tool-ok" in result.stdout.decode(), output
+
+    calls = [r for r in upstream.requests if r["path"] == "/v1/messages"]
+    assert len(calls) >= 2, [r["path"] for r in upstream.requests]
+    for call in calls:
+        headers = {k.lower(): v for k, v in call["headers"].items()}
+        assert "claude-code-20250219" in headers.get("anthropic-beta", ""), headers
+        assert headers["x-api-key"] != key, "the client's key never goes upstream"
+    results = [
+        block
+        for block in calls[-1]["body"]["messages"][-1]["content"]
+        if isinstance(block, dict) and block.get("type") == "tool_result"
+    ]
+    assert results, calls[-1]["body"]["messages"][-1]
+    uses = [
+        block
+        for message in calls[-1]["body"]["messages"]
+        if message["role"] == "assistant"
+        for block in message["content"]
+        if isinstance(block, dict) and block.get("type") == "tool_use"
+    ]
+    assert uses and uses[-1]["input"]["command"] == CLAUDE_TOOL_COMMAND
+
+    rows = gateway.usage_rows(email, len(calls))
+    messages_rows = [r for r in rows if r["endpoint"] == "/v1/messages"]
+    assert len(messages_rows) == len(calls)
+    assert all(r["status"] == "200" and r["model"].startswith("anthropic/") for r in messages_rows), rows

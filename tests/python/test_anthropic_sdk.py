@@ -7,17 +7,6 @@ import anthropic
 import pytest
 
 from conftest import UPSTREAM_KEY, unique_email
-from mock_anthropic import MockAnthropic
-
-
-@pytest.fixture
-def claude_gateway(start_gateway):
-    upstream = MockAnthropic(api_key=UPSTREAM_KEY).start()
-    gateway = start_gateway("claude", ANTHROPIC_API_KEY=UPSTREAM_KEY, QNP_ANTHROPIC_BASE_URL=upstream.url)
-    try:
-        yield gateway, upstream
-    finally:
-        upstream.stop()
 
 
 def sdk(gateway, key: str) -> anthropic.Anthropic:

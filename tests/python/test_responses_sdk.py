@@ -7,8 +7,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from conftest import UPSTREAM_KEY, unique_email
-from mock_anthropic import MockAnthropic
+from conftest import unique_email
 from mock_openai_responses import ENCRYPTED_REASONING
 
 MODEL = "openai/gpt-4o-mini"
@@ -25,16 +24,6 @@ WEATHER_TOOL = {
     },
     "strict": True,
 }
-
-
-@pytest.fixture
-def claude_gateway(start_gateway):
-    upstream = MockAnthropic(api_key=UPSTREAM_KEY).start()
-    gateway = start_gateway("responses-claude", ANTHROPIC_API_KEY=UPSTREAM_KEY, QNP_ANTHROPIC_BASE_URL=upstream.url)
-    try:
-        yield gateway, upstream
-    finally:
-        upstream.stop()
 
 
 def test_responses_create_passes_through_and_is_metered(gateway):

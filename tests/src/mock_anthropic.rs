@@ -1,6 +1,6 @@
 //! A mock Anthropic upstream speaking the real Messages wire format: `x-api-key` and
 //! `anthropic-version` checked, `message` objects with Anthropic's usage (input tokens excluding cache
-//! reads and writes), and named SSE events (message_start, content_block_*, ping, message_delta,
+//! reads and writes), `/v1/messages/count_tokens`, and named SSE events (message_start, content_block_*, ping, message_delta,
 //! message_stop). With `tools` in the request it answers with a `tool_use` block.
 //!
 //! Upstream model names select failures: `claude-mock-400` (invalid_request_error), `claude-mock-529`
@@ -36,6 +36,7 @@ impl MockAnthropic {
         let state = MockState::default();
         let app = Router::new()
             .route("/v1/messages", post(messages))
+            .route("/v1/messages/count_tokens", post(count_tokens))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -77,6 +78,28 @@ fn last_user_text(body: &Value) -> String {
     }
 }
 
+/// `/v1/messages/count_tokens`: the words of the last user turn + 3, as `{"input_tokens"}`.
+async fn count_tokens(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    state.received.lock().unwrap().push(Received {
+        path: "/v1/messages/count_tokens".into(),
+        authorization: headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        headers: headers.clone(),
+        body: body.clone(),
+    });
+    if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(UPSTREAM_KEY) {
+        return error(401, "authentication_error", "invalid x-api-key");
+    }
+    let words = last_user_text(&body).split_whitespace().count();
+    Json(json!({"input_tokens": words + 3})).into_response()
+}
+
 fn event(name: &str, data: Value) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
 }
@@ -92,6 +115,7 @@ async fn messages(
             .get("x-api-key")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        headers: headers.clone(),
         body: body.clone(),
     });
     if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(UPSTREAM_KEY) {

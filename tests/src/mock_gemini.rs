@@ -146,6 +146,7 @@ async fn models(
     state.received.lock().unwrap().push(Received {
         path,
         authorization: key.clone(),
+        headers: headers.clone(),
         body: body.clone(),
     });
     if key.as_deref() != Some(UPSTREAM_KEY) {

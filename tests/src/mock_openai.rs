@@ -32,6 +32,8 @@ use crate::UPSTREAM_KEY;
 pub struct Received {
     pub path: String,
     pub authorization: Option<String>,
+    /// Every header of the request.
+    pub headers: HeaderMap,
     pub body: Value,
 }
 
@@ -96,6 +98,7 @@ pub(crate) fn record(state: &MockState, path: &str, headers: &HeaderMap, body: &
     state.received.lock().unwrap().push(Received {
         path: path.into(),
         authorization: authorization.clone(),
+        headers: headers.clone(),
         body: body.clone(),
     });
     authorization.as_deref() == Some(&format!("Bearer {UPSTREAM_KEY}"))

@@ -355,7 +355,8 @@ async fn the_messages_api_answers_errors_in_anthropic_shape() {
         (
             None,
             ask("anthropic/claude-mock-529"),
-            503,
+            // Anthropic's own status for an overloaded API, which its clients back off on.
+            529,
             "overloaded_error",
         ),
     ];

@@ -18,6 +18,7 @@ pub const ROUTE: Route = Route {
     wrong_kind: "is an embedding model; use it with /v1/embeddings",
     fallbacks: Fallbacks::ClientOrConfigured,
     api: Api::ChatCompletions,
+    client_headers: &[],
 };
 
 #[derive(Deserialize, Default)]

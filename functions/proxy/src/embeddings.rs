@@ -17,6 +17,7 @@ pub const ROUTE: Route = Route {
     wrong_kind: "is a chat model; use it with /v1/chat/completions",
     fallbacks: Fallbacks::None,
     api: Api::Embeddings,
+    client_headers: &[],
 };
 
 fn validate(body: &RequestBody, body_bytes: usize) -> Result<Checked, GatewayError> {

@@ -105,6 +105,12 @@ pub fn endpoints() -> Vec<Endpoint<Arc<Proxy>>> {
         ),
         Endpoint::new(
             Method::POST,
+            messages::COUNT_TOKENS.endpoint,
+            ApiKey,
+            pipeline::serve(&messages::COUNT_TOKENS),
+        ),
+        Endpoint::new(
+            Method::POST,
             responses::ROUTE.endpoint,
             ApiKey,
             pipeline::serve(&responses::ROUTE),

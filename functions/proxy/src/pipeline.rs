@@ -13,7 +13,7 @@ use qnp_shared::GatewayError;
 use qnp_shared::catalog::{Model, ModelKind};
 use qnp_shared::cost_bound::CostBound;
 use qnp_shared::error::Dialect;
-use qnp_shared::providers::{Reply, RequestBody};
+use qnp_shared::providers::{ChatRequest, Reply, RequestBody};
 
 use crate::call::{Call, begin_with_body};
 use crate::routing::{self, Api};
@@ -32,6 +32,50 @@ pub struct Route {
     pub wrong_kind: &'static str,
     pub fallbacks: Fallbacks,
     pub api: Api,
+    /// Request headers passed on to the upstream (Anthropic's version and beta flags).
+    pub client_headers: &'static [ClientHeader],
+}
+
+/// A client request header a route forwards to the upstream.
+pub struct ClientHeader {
+    pub name: &'static str,
+    /// Refuses values the gateway cannot serve (a beta billed at rates it does not price).
+    pub check: fn(&str) -> Result<(), GatewayError>,
+}
+
+/// The longest header value forwarded (Claude Code's beta list is about 150 bytes).
+const MAX_CLIENT_HEADER_BYTES: usize = 2048;
+
+/// The route's client headers present on a request, checked.
+fn client_headers(
+    route: &Route,
+    headers: &axum::http::HeaderMap,
+) -> Result<Vec<(&'static str, String)>, GatewayError> {
+    let mut out = Vec::new();
+    for header in route.client_headers {
+        // A header sent more than once is one comma-separated list (RFC 9110), checked and forwarded whole.
+        let mut values = headers.get_all(header.name).iter().peekable();
+        if values.peek().is_none() {
+            continue;
+        }
+        let value = values
+            .map(|v| v.to_str().ok())
+            .collect::<Option<Vec<&str>>>()
+            .map(|parts| parts.join(","))
+            .filter(|v| v.len() <= MAX_CLIENT_HEADER_BYTES)
+            .ok_or_else(|| {
+                GatewayError::field(
+                    header.name,
+                    format!(
+                        "the {} header must be printable ASCII of at most {MAX_CLIENT_HEADER_BYTES} bytes",
+                        header.name
+                    ),
+                )
+            })?;
+        (header.check)(&value)?;
+        out.push((header.name, value));
+    }
+    Ok(out)
 }
 
 /// Which models may answer if the requested one fails.
@@ -61,16 +105,21 @@ pub fn model_field(body: &RequestBody, missing: &str) -> Result<String, GatewayE
 
 /// Serves one request on `route`.
 pub async fn handle(proxy: Arc<Proxy>, request: Request, route: &'static Route) -> Response {
+    let headers = client_headers(route, request.headers());
     let (mut call, body) =
         match begin_with_body(&proxy, request, route.endpoint, route.dialect).await {
             Ok(started) => started,
             Err(response) => return response,
         };
-    match run(&proxy, &mut call, route, &body).await {
+    let outcome = match headers {
+        Ok(headers) => run(&proxy, &mut call, route, &body, headers).await,
+        Err(err) => Err(err),
+    };
+    match outcome {
         Ok((Reply::Complete { body: reply, usage }, _)) => {
             // A provider that reports no usage is billed by an estimate from the bytes exchanged
             // (embeddings generate no text: only their input counts).
-            let output = if route.api == Api::Embeddings {
+            let output = if matches!(route.api, Api::Embeddings | Api::CountTokens) {
                 0
             } else {
                 reply.len()
@@ -91,6 +140,7 @@ async fn run(
     call: &mut Call,
     route: &Route,
     bytes: &Bytes,
+    headers: Vec<(&'static str, String)>,
 ) -> Result<(Reply, bool), GatewayError> {
     let mut body = RequestBody::parse(bytes)?;
     let checked = (route.validate)(&body, bytes.len())?;
@@ -119,14 +169,20 @@ async fn run(
             routing::candidates(proxy, &model, requested)?
         }
     };
-    call.reserve(&candidates, &checked.bound).await?;
-    if matches!(route.api, Api::Embeddings | Api::Compact) {
+    if route.api != Api::CountTokens {
+        // Counting tokens generates nothing and is not billed: there is nothing to reserve.
+        call.reserve(&candidates, &checked.bound).await?;
+    }
+    if matches!(route.api, Api::Embeddings | Api::Compact | Api::CountTokens) {
         let model = &candidates[0];
         let provider = proxy.providers.get(model.provider)?;
-        let reply = if route.api == Api::Embeddings {
-            provider.embeddings(model, body).await?
-        } else {
-            provider.compact(model, body).await?
+        let reply = match route.api {
+            Api::Embeddings => provider.embeddings(model, body).await?,
+            Api::Compact => provider.compact(model, body).await?,
+            _ => {
+                let request = ChatRequest::new(body, false).with_client_headers(headers);
+                provider.count_tokens(model, request).await?
+            }
         };
         return match reply {
             Reply::Complete { .. } => Ok((reply, false)),
@@ -137,7 +193,7 @@ async fn run(
         };
     }
     let (served_by, reply) =
-        routing::first_answer(proxy, &candidates, body, checked.stream, route.api).await?;
+        routing::first_answer(proxy, &candidates, body, checked.stream, route.api, headers).await?;
     call.set_model(served_by, checked.stream);
     Ok((reply, checked.include_usage))
 }

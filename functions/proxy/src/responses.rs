@@ -31,6 +31,7 @@ pub const ROUTE: Route = Route {
     wrong_kind: "is an embedding model; use it with /v1/embeddings",
     fallbacks: Fallbacks::Configured,
     api: Api::Responses,
+    client_headers: &[],
 };
 
 pub const COMPACT: Route = Route {
@@ -41,6 +42,7 @@ pub const COMPACT: Route = Route {
     wrong_kind: "is an embedding model and cannot compact a conversation",
     fallbacks: Fallbacks::None,
     api: Api::Compact,
+    client_headers: &[],
 };
 
 /// What every refusal of conversation state says.

@@ -62,6 +62,8 @@ pub enum Api {
     Responses,
     /// `/v1/responses/compact`: one model, one whole answer.
     Compact,
+    /// `/v1/messages/count_tokens`: one model, not billed.
+    CountTokens,
     Embeddings,
 }
 
@@ -73,12 +75,13 @@ pub async fn first_answer(
     body: RequestBody,
     stream: bool,
     api: Api,
+    client_headers: Vec<(&'static str, String)>,
 ) -> Result<(Arc<Model>, Reply), GatewayError> {
     let started = Instant::now();
     let mut last_error = GatewayError::UpstreamFailed;
     let mut attempt = 0;
     // One request for every attempt: a translating provider parses the body once for all of them.
-    let call_request = ChatRequest::new(body, stream);
+    let call_request = ChatRequest::new(body, stream).with_client_headers(client_headers);
     for model in candidates {
         let provider = match proxy.providers.get(model.provider) {
             Ok(provider) => provider.clone(),
@@ -102,6 +105,7 @@ pub async fn first_answer(
                 Api::Messages => provider.messages(model, request).await,
                 Api::Responses => provider.responses(model, request).await,
                 Api::Compact => provider.compact(model, request.body).await,
+                Api::CountTokens => provider.count_tokens(model, request).await,
                 Api::Embeddings => provider.embeddings(model, request.body).await,
             };
             let outcome = match reply {

@@ -34,6 +34,8 @@ pub struct ChatRequest {
     parsed: Arc<OnceLock<Conversation>>,
     /// A Responses request as a chat completion, for providers that translate it.
     as_chat: Arc<OnceLock<ChatRequest>>,
+    /// Headers of the client's request the route forwards (Anthropic's version and betas), checked.
+    pub client_headers: Arc<[(&'static str, String)]>,
 }
 
 impl ChatRequest {
@@ -43,7 +45,13 @@ impl ChatRequest {
             stream,
             parsed: Arc::default(),
             as_chat: Arc::default(),
+            client_headers: Arc::new([]),
         }
+    }
+
+    pub fn with_client_headers(mut self, headers: Vec<(&'static str, String)>) -> ChatRequest {
+        self.client_headers = headers.into();
+        self
     }
 
     /// This Responses request as a chat completion request, translated on first use.
@@ -84,6 +92,25 @@ pub trait Provider: Send + Sync {
     /// do not speak it natively serve it as a chat completion, re-encoded.
     async fn responses(&self, model: &Model, request: ChatRequest) -> Result<Reply, GatewayError> {
         responses_by_chat(self, model, request).await
+    }
+
+    /// Anthropic's token count for a Messages request (`/v1/messages/count_tokens`), `{"input_tokens"}`.
+    /// Providers without a counting endpoint answer the gateway's estimate (about four bytes a token).
+    async fn count_tokens(
+        &self,
+        _model: &Model,
+        request: ChatRequest,
+    ) -> Result<Reply, GatewayError> {
+        let bytes = request.body.to_bytes().len();
+        let estimate = crate::usage::TokenUsage::estimate(bytes, 0).prompt_tokens;
+        Ok(Reply::Complete {
+            body: Bytes::from(
+                serde_json::to_vec(&serde_json::json!({"input_tokens": estimate}))
+                    .expect("JSON serialises"),
+            ),
+            // Counting is not billed.
+            usage: Some(crate::usage::TokenUsage::default()),
+        })
     }
 
     /// Responses compaction (`/v1/responses/compact`, which Codex calls in long sessions): OpenAI's own

@@ -36,6 +36,7 @@ pub const API_VERSION: &str = "2023-06-01";
 pub struct Anthropic {
     upstream: Upstream,
     messages_url: String,
+    count_tokens_url: String,
     api_key: String,
 }
 
@@ -47,16 +48,38 @@ impl Anthropic {
         Arc::new(Anthropic {
             upstream,
             messages_url: format!("{base_url}/v1/messages"),
+            count_tokens_url: format!("{base_url}/v1/messages/count_tokens"),
             api_key: api_key.to_owned(),
         })
     }
 
     async fn post(&self, body: Vec<u8>) -> Result<reqwest::Response, GatewayError> {
-        let request = self
+        self.post_to(&self.messages_url, body, &[]).await
+    }
+
+    /// A request to `url`, with the client's Anthropic headers (its API version and betas) when it came
+    /// in speaking Anthropic's API.
+    async fn post_to(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+        client: &[(&'static str, String)],
+    ) -> Result<reqwest::Response, GatewayError> {
+        let header = |name: &str| {
+            client
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let version = header("anthropic-version").unwrap_or(API_VERSION);
+        let mut request = self
             .upstream
-            .post(&self.messages_url, body)
+            .post(url, body)
             .header("x-api-key", &self.api_key)
-            .header("anthropic-version", API_VERSION);
+            .header("anthropic-version", version);
+        if let Some(betas) = header("anthropic-beta") {
+            request = request.header("anthropic-beta", betas);
+        }
         self.upstream.send(request).await
     }
 }
@@ -92,7 +115,13 @@ impl Provider for Anthropic {
     async fn messages(&self, model: &Model, request: ChatRequest) -> Result<Reply, GatewayError> {
         let mut body = request.body;
         body.set("model", &model.upstream_model);
-        let response = self.post(body.to_bytes().to_vec()).await?;
+        let response = self
+            .post_to(
+                &self.messages_url,
+                body.to_bytes().to_vec(),
+                &request.client_headers,
+            )
+            .await?;
         if request.stream {
             return Ok(Reply::Stream(sse::translate(
                 self.upstream.events(response),
@@ -105,6 +134,27 @@ impl Provider for Anthropic {
             .and_then(|m| serde_json::from_value::<AnthropicUsage>(m["usage"].clone()).ok())
             .map(|u| u.tokens());
         Ok(Reply::Complete { body: bytes, usage })
+    }
+
+    /// Anthropic's own count, passed through; counting is not billed.
+    async fn count_tokens(
+        &self,
+        model: &Model,
+        request: ChatRequest,
+    ) -> Result<Reply, GatewayError> {
+        let mut body = request.body;
+        body.set("model", &model.upstream_model);
+        let response = self
+            .post_to(
+                &self.count_tokens_url,
+                body.to_bytes().to_vec(),
+                &request.client_headers,
+            )
+            .await?;
+        Ok(Reply::Complete {
+            body: self.upstream.body(response).await?,
+            usage: Some(crate::usage::TokenUsage::default()),
+        })
     }
 }
 

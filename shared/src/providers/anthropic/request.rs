@@ -145,8 +145,10 @@ pub(super) fn from_conversation(
     }
 
     let limit = model.max_output_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    // A client's limit above the model's (written for another model) is clamped to the model's.
     let max_tokens = conversation
         .max_output_tokens
+        .map(|max| max.min(limit))
         .unwrap_or(DEFAULT_MAX_TOKENS.min(limit))
         .max(1);
     let mut request = json!({

@@ -248,7 +248,10 @@ pub(super) fn from_conversation(
     }
     let mut generation = Map::new();
     if let Some(max) = conversation.max_output_tokens {
-        generation.insert("maxOutputTokens".into(), json!(max.max(1)));
+        // Clients written for another model send its limit (Claude Code asks for 32,000): ask for no
+        // more than this model can produce, which is also what the call's reservation counted.
+        let max = max.min(model.output_limit()).max(1);
+        generation.insert("maxOutputTokens".into(), json!(max));
     }
     let sampling = &conversation.sampling;
     for (value, gemini) in [

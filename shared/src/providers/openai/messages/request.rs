@@ -259,8 +259,11 @@ pub(super) fn from_conversation(
     let fields = request.as_object_mut().expect("object");
     // `max_tokens` rather than the newer `max_completion_tokens`: every OpenAI-compatible server knows it.
     if let Some(max_tokens) = conversation.max_output_tokens {
-        // Anthropic accepts 0 (cache pre-warming); OpenAI requires at least 1.
-        fields.insert("max_tokens".into(), json!(max_tokens.max(1)));
+        // Anthropic accepts 0 (cache pre-warming); OpenAI requires at least 1. Claude Code asks for
+        // 32,000 whatever the model: no more than the model can produce goes upstream (and no more
+        // was reserved).
+        let max_tokens = max_tokens.min(model.output_limit()).max(1);
+        fields.insert("max_tokens".into(), json!(max_tokens));
     }
     let sampling = &conversation.sampling;
     if let Some(t) = sampling.temperature {
