@@ -75,6 +75,11 @@ pub struct Model {
     /// versions), and QNP translates Responses calls to chat for it, as it does for every other provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub responses_api: Option<bool>,
+    /// Other names clients may call the model by (dated snapshots, names a tool hard-codes). A model's
+    /// bare name (`gpt-4o-mini` for `openai/gpt-4o-mini`) needs none: it resolves on its own while no
+    /// other provider has a model of that name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// Tokens one image may cost when the catalog does not say, per provider: OpenAI's tile-based models
@@ -183,6 +188,7 @@ enum Mode {
 pub struct Catalog {
     version: String,
     models: Vec<Arc<Model>>,
+    /// Every name a model answers to: its id, its aliases, and its bare name when unambiguous.
     by_id: HashMap<String, Arc<Model>>,
 }
 
@@ -239,7 +245,29 @@ impl Catalog {
 
     fn new(version: String, models: Vec<Model>) -> Catalog {
         let models: Vec<Arc<Model>> = models.into_iter().map(Arc::new).collect();
-        let by_id = models.iter().map(|m| (m.id.clone(), m.clone())).collect();
+        let mut by_id: HashMap<String, Arc<Model>> = HashMap::new();
+        // Weakest first, so a stronger claim on a name replaces a weaker one: bare names (only those
+        // exactly one model has), then explicit aliases (a later model's over an earlier one's, as the
+        // operator's file comes after the bundled catalog), then ids.
+        let mut bare: HashMap<&str, Vec<&Arc<Model>>> = HashMap::new();
+        for model in &models {
+            if let Some((_, name)) = model.id.split_once('/') {
+                bare.entry(name).or_default().push(model);
+            }
+        }
+        for (name, owners) in bare {
+            if let [only] = owners.as_slice() {
+                by_id.insert(name.to_owned(), (*only).clone());
+            }
+        }
+        for model in &models {
+            for alias in &model.aliases {
+                by_id.insert(alias.clone(), model.clone());
+            }
+        }
+        for model in &models {
+            by_id.insert(model.id.clone(), model.clone());
+        }
         Catalog {
             version,
             models,
@@ -252,6 +280,7 @@ impl Catalog {
         &self.version
     }
 
+    /// The model a client's name means: an id, an alias, or an unambiguous bare name.
     pub fn get(&self, id: &str) -> Option<&Arc<Model>> {
         self.by_id.get(id)
     }
@@ -264,6 +293,39 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_names_and_aliases_resolve_ambiguous_ones_do_not() {
+        let bundled = Catalog::bundled();
+        for name in ["gpt-4o-mini", "text-embedding-3-small", "claude-sonnet-4-5"] {
+            let model = bundled.get(name).unwrap();
+            assert_eq!(model.id.split_once('/').unwrap().1, name);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("models.json");
+        std::fs::write(
+            &path,
+            r#"{"version":"t","models":[
+             {"id":"openai/shared-name","provider":"openai","upstream_model":"a","kind":"chat","context_length":10,"input_per_mtok":1,"output_per_mtok":1,"aliases":["gpt-4o-mini-2024-07-18"]},
+             {"id":"google/shared-name","provider":"google","upstream_model":"b","kind":"chat","context_length":10,"input_per_mtok":1,"output_per_mtok":1}]}"#,
+        )
+        .unwrap();
+        let catalog = Catalog::load(Some(&path)).unwrap();
+        assert!(
+            catalog.get("shared-name").is_none(),
+            "two providers have it"
+        );
+        assert_eq!(
+            catalog.get("google/shared-name").unwrap().upstream_model,
+            "b"
+        );
+        assert_eq!(
+            catalog.get("gpt-4o-mini-2024-07-18").unwrap().id,
+            "openai/shared-name"
+        );
+        assert_eq!(catalog.get("gpt-4o-mini").unwrap().id, "openai/gpt-4o-mini");
+        assert!(catalog.get("openai/nope").is_none());
+    }
 
     #[test]
     fn bundled_catalog_covers_three_providers_and_embeddings() {

@@ -20,7 +20,7 @@ pub enum GatewayError {
     #[error("the request body did not arrive in time; send it without pausing")]
     RequestTimeout,
     #[error(
-        "the model '{0}' is not in the catalog; models are named provider/model, list them with GET /v1/models"
+        "the model '{0}' does not exist in this gateway's catalog; GET /v1/models lists the models you can use (ids are provider/model, e.g. openai/gpt-4o-mini)"
     )]
     UnknownModel(String),
     #[error("{0}")]
@@ -153,9 +153,9 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         use GatewayError::*;
         match self {
-            MalformedJson(_) | InvalidField { .. } | UnknownModel(_) | WrongModelKind(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            MalformedJson(_) | InvalidField { .. } | WrongModelKind(_) => StatusCode::BAD_REQUEST,
+            // As OpenAI and Anthropic answer a model that does not exist.
+            UnknownModel(_) => StatusCode::NOT_FOUND,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             MissingKey | InvalidKey | RevokedKey | NotSignedIn => StatusCode::UNAUTHORIZED,

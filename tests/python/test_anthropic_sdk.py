@@ -58,7 +58,7 @@ def test_anthropic_sdk_errors_are_its_own_types(claude_gateway):
         sdk(gateway, "qnp_wrong").messages.create(
             model="anthropic/claude-sonnet-4-5", max_tokens=8, messages=[{"role": "user", "content": "x"}]
         )
-    with pytest.raises(anthropic.BadRequestError) as bad:
+    with pytest.raises(anthropic.NotFoundError) as bad:
         sdk(gateway, key).messages.create(
             model="anthropic/claude-imaginary", max_tokens=8, messages=[{"role": "user", "content": "x"}]
         )

@@ -84,20 +84,23 @@ async fn count_tokens(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    state.received.lock().unwrap().push(Received {
-        path: "/v1/messages/count_tokens".into(),
-        authorization: headers
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        headers: headers.clone(),
-        body: body.clone(),
-    });
-    if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(UPSTREAM_KEY) {
-        return error(401, "authentication_error", "invalid x-api-key");
+    if let Some(refused) = record(&state, "/v1/messages/count_tokens", &headers, &body) {
+        return refused;
     }
     let words = last_user_text(&body).split_whitespace().count();
     Json(json!({"input_tokens": words + 3})).into_response()
+}
+
+/// Records the request; Anthropic's 401 when the credential is not the operator's.
+fn record(state: &MockState, path: &str, headers: &HeaderMap, body: &Value) -> Option<Response> {
+    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    state.received.lock().unwrap().push(Received {
+        path: path.into(),
+        authorization: key.map(str::to_owned),
+        headers: headers.clone(),
+        body: body.clone(),
+    });
+    (key != Some(UPSTREAM_KEY)).then(|| error(401, "authentication_error", "invalid x-api-key"))
 }
 
 fn event(name: &str, data: Value) -> Bytes {
@@ -109,17 +112,8 @@ async fn messages(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    state.received.lock().unwrap().push(Received {
-        path: "/v1/messages".into(),
-        authorization: headers
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        headers: headers.clone(),
-        body: body.clone(),
-    });
-    if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(UPSTREAM_KEY) {
-        return error(401, "authentication_error", "invalid x-api-key");
+    if let Some(refused) = record(&state, "/v1/messages", &headers, &body) {
+        return refused;
     }
     if headers.get("anthropic-version").is_none() {
         return error(

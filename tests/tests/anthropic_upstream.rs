@@ -334,12 +334,7 @@ async fn the_messages_api_answers_errors_in_anthropic_shape() {
             401,
             "authentication_error",
         ),
-        (
-            None,
-            ask("anthropic/claude-nope"),
-            400,
-            "invalid_request_error",
-        ),
+        (None, ask("anthropic/claude-nope"), 404, "not_found_error"),
         (
             None,
             json!({"model": "anthropic/claude-sonnet-4-5", "messages": []}),

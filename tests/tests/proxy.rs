@@ -196,7 +196,7 @@ async fn stream_with_usage_request_passes_the_usage_chunk() {
     let key = s.gateway.create_key("carol@example.com", "free").await;
     let mut body = chat_body("openai/gpt-4o-mini", "a b");
     body["stream"] = json!(true);
-    body["stream_options"] = json!({"include_usage": true});
+    body["stream_options"] = json!({"include_usage": true, "include_obfuscation": false});
     let events = sse_events(
         s.post("/v1/chat/completions", &key, body)
             .send()
@@ -210,6 +210,11 @@ async fn stream_with_usage_request_passes_the_usage_chunk() {
     assert_eq!(usage_chunk["usage"]["prompt_tokens"], 11);
     let row = &s.gateway.usage_rows("carol@example.com", 1).await[0];
     assert_eq!(row.usage.completion_tokens, 3);
+    assert_eq!(
+        s.upstream.received()[0].body["stream_options"],
+        json!({"include_usage": true, "include_obfuscation": false}),
+        "the client's other stream options survive"
+    );
 }
 
 #[tokio::test]
@@ -326,14 +331,63 @@ async fn embeddings_and_models() {
         .unwrap();
     assert!(gpt["context_length"].as_u64().unwrap() > 0);
     assert!(gpt["pricing"]["input"].as_f64().unwrap() > 0.0);
-    for prefix in ["openai/", "anthropic/", "google/"] {
-        assert!(
+    // Only OpenAI has a credential here: models that could only answer 503 are not offered.
+    for (prefix, listed) in [("openai/", true), ("anthropic/", false), ("google/", false)] {
+        assert_eq!(
             models
                 .iter()
                 .any(|m| m["id"].as_str().unwrap().starts_with(prefix)),
+            listed,
             "{prefix}"
         );
     }
+    // `models.retrieve`: by id (a slash in the path, or encoded), alias or bare name.
+    for path in ["openai/gpt-4o-mini", "openai%2Fgpt-4o-mini", "gpt-4o-mini"] {
+        let response = s
+            .http
+            .get(format!("{}/v1/models/{path}", s.gateway.url))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let model: Value = response.json().await.unwrap();
+        assert_eq!(model["id"], "openai/gpt-4o-mini", "{path}");
+        assert_eq!(model["object"], "model");
+    }
+    for path in ["openai/gpt-9-imaginary", "google/gemini-2.5-flash"] {
+        let (status, body) = error_of(
+            s.http
+                .get(format!("{}/v1/models/{path}", s.gateway.url))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(body["error"]["code"], "model_not_found");
+    }
+    // A bare name works wherever a model is named, and the row records the catalog's id.
+    let response = s
+        .post(
+            "/v1/chat/completions",
+            &key,
+            chat_body("gpt-4o-mini", "bare name"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        s.upstream.received().last().unwrap().body["model"],
+        "gpt-4o-mini"
+    );
+    let rows = s.gateway.usage_rows("erin@example.com", 2).await;
+    assert!(
+        rows.iter()
+            .any(|r| r.endpoint == "/v1/chat/completions" && r.model == "openai/gpt-4o-mini")
+    );
     let unauthenticated = s
         .http
         .get(format!("{}/v1/models", s.gateway.url))
@@ -419,7 +473,7 @@ async fn bad_requests_get_clear_errors_and_are_never_forwarded() {
         .unwrap(),
     )
     .await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 404, "as OpenAI answers a model that does not exist");
     assert_eq!(body["error"]["code"], "model_not_found");
     assert!(
         body["error"]["message"]

@@ -105,7 +105,7 @@ async fn client_errors_are_not_retried_and_unknown_fallbacks_are_refused() {
     let mut body = ask("openai/gpt-4o-mini");
     body["models"] = json!(["openai/nope"]);
     let response = s.chat(body).await;
-    assert_eq!(response.status(), 400);
+    assert_eq!(response.status(), 404);
     assert!(s.upstream.received().is_empty() || s.calls_to("gpt-4o-mini") == 0);
 }
 

@@ -315,6 +315,14 @@ impl Call {
         response
     }
 
+    /// An error answer for a request that is not a metered call (a catalog lookup): the route's error
+    /// shape and the call's headers, and no usage row.
+    pub fn error_response(&self, err: GatewayError) -> Response {
+        let mut response = err.into_response_as(self.dialect);
+        decorate(&mut response, &self.request_id, self.rate.as_ref());
+        response
+    }
+
     pub fn ok_response(&self, body: Body, content_type: &'static str) -> Response {
         let mut response = Response::new(body);
         response

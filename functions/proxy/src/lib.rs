@@ -58,7 +58,8 @@ impl Proxy {
         catalog: Arc<Catalog>,
         plans: Arc<Plans>,
     ) -> Proxy {
-        let models_body = models::render(&catalog);
+        let providers = Providers::from_config(config, qnp_shared::providers::http_client());
+        let models_body = models::render(&catalog, &providers);
         Proxy {
             keys: Arc::new(KeyVerifier::new(
                 stores.keys.clone(),
@@ -68,7 +69,7 @@ impl Proxy {
             limiter: RateLimiter::new(stores.counters.clone()),
             budget: Budget::new(stores.counters.clone()),
             billing_grace: config.billing_grace,
-            providers: Providers::from_config(config, qnp_shared::providers::http_client()),
+            providers,
             max_body_bytes: config.max_body_bytes,
             retry_budget: config.retry_budget,
             disconnect_drain: config.disconnect_drain,
@@ -97,6 +98,7 @@ pub fn endpoints() -> Vec<Endpoint<Arc<Proxy>>> {
             pipeline::serve(&embeddings::ROUTE),
         ),
         Endpoint::new(Method::GET, "/v1/models", ApiKey, models::handle),
+        Endpoint::new(Method::GET, "/v1/models/{*id}", ApiKey, models::retrieve),
         Endpoint::new(
             Method::POST,
             messages::ROUTE.endpoint,

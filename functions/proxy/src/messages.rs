@@ -76,16 +76,7 @@ fn validate_count(body: &RequestBody, _body_bytes: usize) -> Result<Checked, Gat
         body,
         "model: Field required (e.g. anthropic/claude-sonnet-4-5)",
     )?;
-    match body.raw("messages") {
-        Some(raw) if raw.starts_with('[') => {}
-        Some(_) => {
-            return Err(GatewayError::field(
-                "messages",
-                "messages: must be an array",
-            ));
-        }
-        None => return Err(GatewayError::field("messages", "messages: Field required")),
-    }
+    require_messages(body)?;
     Ok(Checked {
         model,
         stream: false,
@@ -99,16 +90,7 @@ fn validate(body: &RequestBody, body_bytes: usize) -> Result<Checked, GatewayErr
         body,
         "model: Field required (e.g. anthropic/claude-sonnet-4-5)",
     )?;
-    match body.raw("messages") {
-        Some(raw) if raw.starts_with('[') => {}
-        Some(_) => {
-            return Err(GatewayError::field(
-                "messages",
-                "messages: must be an array",
-            ));
-        }
-        None => return Err(GatewayError::field("messages", "messages: Field required")),
-    }
+    require_messages(body)?;
     let bound = CostBound::messages(body, body_bytes)?;
     if bound.max_output.is_none() {
         return Err(GatewayError::field(
@@ -124,4 +106,16 @@ fn validate(body: &RequestBody, body_bytes: usize) -> Result<Checked, GatewayErr
         include_usage: true,
         bound,
     })
+}
+
+/// `messages` must be there and be an array, in Anthropic's words.
+fn require_messages(body: &RequestBody) -> Result<(), GatewayError> {
+    match body.raw("messages") {
+        Some(raw) if raw.starts_with('[') => Ok(()),
+        Some(_) => Err(GatewayError::field(
+            "messages",
+            "messages: must be an array",
+        )),
+        None => Err(GatewayError::field("messages", "messages: Field required")),
+    }
 }

@@ -89,11 +89,13 @@ impl Provider for OpenAi {
         body.set("model", &model.upstream_model);
         if request.stream {
             // Always ask for the final usage chunk so every stream is metered from the provider's own
-            // count; the proxy strips it for clients that did not ask for it.
-            body.set(
-                "stream_options",
-                &serde_json::json!({"include_usage": true}),
-            );
+            // count; the proxy strips it for clients that did not ask for it. The client's other
+            // stream options (`include_obfuscation`, ...) are kept.
+            let mut options = body
+                .get::<serde_json::Map<String, serde_json::Value>>("stream_options", "an object")?
+                .unwrap_or_default();
+            options.insert("include_usage".into(), serde_json::Value::Bool(true));
+            body.set("stream_options", &options);
         }
         let response = self
             .post(&self.chat_url, body.to_bytes(), request.stream)
