@@ -149,6 +149,19 @@ def main() -> int:
             added = None if dv is None or qv is None else qv - dv
             rows.append((f"anthropic/ route (translated), 1 client, stream, {label} {p}", fmt(dv, "ms"), fmt(qv, "ms"), fmt(added, "ms"), "", ""))
 
+    # The /v1/responses route (openai/ passthrough): the same rows, to read against chat completions'.
+    if os.path.exists(os.path.join(d, "one-resp-qnp.json")):
+        latency_rows("one-resp", "/v1/responses route, 1 client, non-stream, latency", [("p50", None), ("p99", None)])
+        rd, rq = load(os.path.join(d, "ttfb-resp-direct.json")), load(os.path.join(d, "ttfb-resp-qnp.json"))
+        for field, label, p in (("ttfb_ms", "first byte", "p50"), ("ttfb_ms", "first byte", "p99"), ("total_ms", "whole response", "p50")):
+            dv = rd[field].get(p) if rd and rd.get(field) else None
+            qv = rq[field].get(p) if rq and rq.get(field) else None
+            added = None if dv is None or qv is None else qv - dv
+            rows.append((f"/v1/responses route, 1 client, stream, {label} {p}", fmt(dv, "ms"), fmt(qv, "ms"), fmt(added, "ms"), "", ""))
+        for side, doc in (("direct", rd), ("QNP", rq)):
+            if doc and doc.get("errors"):
+                notes.append(f"responses stream, {side}: {doc['errors']} failed requests")
+
     rate = facts.get("open_rate", "?")
     open_d, open_q = pair("open")
     for pkey, tkey in (("p50", None), ("p99", "open_p99")):

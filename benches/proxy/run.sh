@@ -155,6 +155,9 @@ mkdir -p "$WWW/anthropic-json/v1" "$WWW/anthropic-stream/v1"
 cp "$MOCK/anthropic-message.json" "$WWW/anthropic-json/v1/messages"
 cp "$MOCK/anthropic-stream.sse" "$WWW/anthropic-stream/v1/messages"
 cp "$MOCK/stream.sse" "$WWW/stream/v1/chat/completions"
+# Responses API replies, for the /v1/responses route (openai/ passthrough).
+cp "$MOCK/responses.json" "$WWW/json/v1/responses"
+cp "$MOCK/responses.sse" "$WWW/stream/v1/responses"
 temp_paths=
 for t in client_body proxy fastcgi uwsgi scgi; do
     if [[ $t == client_body ]] || ! "$NGINX_BIN" -V 2>&1 | grep -q -- "--without-http_${t}_module"; then
@@ -184,6 +187,13 @@ $temp_paths    keepalive_requests 1000000;
             default_type application/json;
         }
         location = /stream/v1/chat/completions {
+            default_type text/event-stream;
+            add_header Cache-Control no-cache;
+        }
+        location = /json/v1/responses {
+            default_type application/json;
+        }
+        location = /stream/v1/responses {
             default_type text/event-stream;
             add_header Cache-Control no-cache;
         }
@@ -393,6 +403,35 @@ bounded python3 "$HERE/ttfb.py" --url "$DURL" --auth bench --body "$RUN/anth-dir
     >"$RUN/ttfb-anth-direct.json" || die "ttfb (anthropic direct) failed"
 bounded python3 "$HERE/ttfb.py" --url "$QURL" --auth "$KEY" --body "$RUN/anth-stream-body.json" -n "$TTFB_N" --max-seconds 120 \
     >"$RUN/ttfb-anth-qnp.json" || die "ttfb (anthropic through QNP) failed"
+stop_qnp
+fi
+
+# ---- /v1/responses route: the Responses API, passed through to the provider's own endpoint ----------
+# BENCH_RESPONSES=0 skips it (e.g. to compare against a build from before the route existed).
+if [[ ${BENCH_RESPONSES:-1} == 1 ]]; then
+RESP_BODY='{"model":"openai/gpt-4o-mini","input":"Say hello"}'
+RESP_STREAM_BODY='{"model":"openai/gpt-4o-mini","input":"Say hello","stream":true}'
+printf '%s' "$RESP_BODY" >"$RUN/resp-body.json"
+printf '%s' "$RESP_STREAM_BODY" >"$RUN/resp-stream-body.json"
+start_qnp json/v1
+QURL=http://127.0.0.1:$QNP_PORT/v1/responses
+DURL=$UP/json/v1/responses
+check "$QURL" "$KEY" "$RUN/resp-body.json" '"object":"response"' || die "a response through QNP failed (log: $RUN/qnp.log)"
+log "/v1/responses route, 1 client, non-stream: $ONE_N requests each side"
+load warm-resp-direct "$DURL" bench "$RUN/resp-body.json" warm
+load warm-resp-qnp "$QURL" "$KEY" "$RUN/resp-body.json" warm
+load one-resp-direct "$DURL" bench "$RUN/resp-body.json" one
+load one-resp-qnp "$QURL" "$KEY" "$RUN/resp-body.json" one
+stop_qnp
+start_qnp stream/v1
+QURL=http://127.0.0.1:$QNP_PORT/v1/responses
+DURL=$UP/stream/v1/responses
+check "$QURL" "$KEY" "$RUN/resp-stream-body.json" 'response.completed' || die "a streamed response through QNP failed (log: $RUN/qnp.log)"
+log "/v1/responses route, 1 client, stream: $TTFB_N requests each side"
+bounded python3 "$HERE/ttfb.py" --url "$DURL" --auth bench --body "$RUN/resp-stream-body.json" -n "$TTFB_N" --max-seconds 120 \
+    >"$RUN/ttfb-resp-direct.json" || die "ttfb (responses direct) failed"
+bounded python3 "$HERE/ttfb.py" --url "$QURL" --auth "$KEY" --body "$RUN/resp-stream-body.json" -n "$TTFB_N" --max-seconds 120 \
+    >"$RUN/ttfb-resp-qnp.json" || die "ttfb (responses through QNP) failed"
 stop_qnp
 fi
 

@@ -26,6 +26,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mock_anthropic import MockAnthropic  # noqa: E402
+from mock_gemini import MockGemini  # noqa: E402
 from mock_openai import MockOpenAI  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -349,6 +350,17 @@ def claude_gateway(start_gateway):
     """A test-private gateway whose `anthropic/` models go to a mock Anthropic upstream."""
     upstream = MockAnthropic(api_key=UPSTREAM_KEY).start()
     gateway = start_gateway("claude", ANTHROPIC_API_KEY=UPSTREAM_KEY, QNP_ANTHROPIC_BASE_URL=upstream.url)
+    try:
+        yield gateway, upstream
+    finally:
+        upstream.stop()
+
+
+@pytest.fixture
+def gemini_gateway(start_gateway):
+    """A test-private gateway whose `google/` models go to a mock Gemini upstream."""
+    upstream = MockGemini(api_key=UPSTREAM_KEY).start()
+    gateway = start_gateway("gemini", GEMINI_API_KEY=UPSTREAM_KEY, QNP_GEMINI_BASE_URL=upstream.url)
     try:
         yield gateway, upstream
     finally:

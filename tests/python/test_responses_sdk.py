@@ -1,6 +1,7 @@
 """The official `openai` SDK's Responses API (`responses.create`, `responses.stream`) against `qnp serve`:
-`openai/` models passed through to a mock that speaks OpenAI's Responses wire format, `anthropic/`
-models translated to a mock speaking Anthropic's Messages format, and the stateless rules."""
+`openai/` models passed through to a mock that speaks OpenAI's Responses wire format, `anthropic/` and
+`google/` models translated to mocks speaking Anthropic's Messages and Gemini's formats, and the
+stateless rules."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mock_openai_responses import ENCRYPTED_REASONING
 
 MODEL = "openai/gpt-4o-mini"
 CLAUDE = "anthropic/claude-sonnet-4-5"
+GEMINI = "google/gemini-2.5-flash"
 WEATHER_TOOL = {
     "type": "function",
     "name": "get_weather",
@@ -111,6 +113,32 @@ def test_responses_on_an_anthropic_model_are_translated(claude_gateway):
 
     rows = gateway.usage_rows(email, 2)
     assert {r["model"] for r in rows} == {CLAUDE}
+    assert all(r["endpoint"] == "/v1/responses" for r in rows)
+
+
+def test_responses_on_a_google_model_are_translated(gemini_gateway):
+    gateway, upstream = gemini_gateway
+    email = unique_email("responses-gemini")
+    key = gateway.create_key(email)
+    client = gateway.client(key)
+
+    response = client.responses.create(model=GEMINI, instructions="Be brief.", input="hi from responses")
+    assert response.output_text == "echo: hi from responses"
+    assert response.model == GEMINI
+    sent = upstream.requests[-1]
+    assert sent["path"].startswith("/v1beta/models/gemini-2.5-flash:generateContent")
+    assert sent["body"]["systemInstruction"]["parts"][0]["text"] == "Be brief."
+
+    with client.responses.stream(model=GEMINI, input="stream from gemini") as stream:
+        text = "".join(event.delta for event in stream if event.type == "response.output_text.delta")
+        final = stream.get_final_response()
+    assert text == "echo: stream from gemini"
+    assert final.status == "completed"
+    assert final.usage.input_tokens == 3 + 5
+    assert final.usage.output_tokens == 4
+
+    rows = gateway.usage_rows(email, 2)
+    assert {r["model"] for r in rows} == {GEMINI}
     assert all(r["endpoint"] == "/v1/responses" for r in rows)
 
 

@@ -93,6 +93,10 @@ async fn chat_completion_is_forwarded_metered_and_priced() {
         "echo: hello there"
     );
     assert_eq!(body["usage"]["prompt_tokens"], 11);
+    assert_eq!(
+        body["model"], "openai/gpt-4o-mini",
+        "the answer names the model asked for, not the upstream's name for it"
+    );
 
     // The upstream saw its own model name and credential, never the client's key.
     let received = s.upstream.received();
@@ -379,6 +383,8 @@ async fn embeddings_and_models() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["model"], "gpt-4o-mini", "answered as asked");
     assert_eq!(
         s.upstream.received().last().unwrap().body["model"],
         "gpt-4o-mini"

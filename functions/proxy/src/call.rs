@@ -64,6 +64,9 @@ pub struct Call {
     endpoint: &'static str,
     source_ip: Option<String>,
     model: Option<Arc<Model>>,
+    /// The model name the client asked for, which every answer carries back (whatever the upstream
+    /// calls its model, or whichever fallback served).
+    requested_model: Option<String>,
     streamed: bool,
     /// The error shape this route answers in.
     pub dialect: Dialect,
@@ -115,6 +118,7 @@ impl Call {
             endpoint,
             source_ip: source,
             model: None,
+            requested_model: None,
             streamed: false,
             dialect,
             request_bytes: 0,
@@ -194,6 +198,18 @@ impl Call {
             )
             .await?;
         Ok(())
+    }
+
+    pub fn set_requested_model(&mut self, name: String) {
+        self.requested_model = Some(name);
+    }
+
+    /// A reply's bytes (a whole body or one streamed event) naming the model the client asked for.
+    pub fn as_requested(&self, bytes: Bytes) -> Bytes {
+        match &self.requested_model {
+            Some(name) => qnp_shared::wire::rename_model(&bytes, name),
+            None => bytes,
+        }
     }
 
     pub fn set_model(&mut self, model: Arc<Model>, streamed: bool) {
@@ -300,6 +316,7 @@ impl Call {
 
     /// A whole JSON body to the client, with the usage row written without delaying it where possible.
     pub async fn respond(self, body: Bytes, usage: TokenUsage) -> Response {
+        let body = self.as_requested(body);
         let mut response = self.ok_response(Body::empty(), "application/json");
         *response.body_mut() = if self.proxy.usage.is_inline() {
             // On Lambda the row must be written before the invocation ends: hand the client every byte

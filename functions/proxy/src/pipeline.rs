@@ -150,6 +150,7 @@ async fn run(
         .cloned()
         .ok_or_else(|| GatewayError::UnknownModel(checked.model.clone()))?;
     call.set_model(model.clone(), checked.stream);
+    call.set_requested_model(checked.model.clone());
     if model.kind != route.model_kind {
         return Err(GatewayError::WrongModelKind(format!(
             "'{}' {}",

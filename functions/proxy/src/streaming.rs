@@ -198,6 +198,10 @@ pub fn respond(call: Call, events: Events, include_usage: bool, api: Api) -> Res
                     }
                     meter.complete = last;
                     sent += 1;
+                    let bytes = match &meter.call {
+                        Some(call) => call.as_requested(bytes),
+                        None => bytes,
+                    };
                     yield Ok::<Bytes, std::convert::Infallible>(bytes);
                     if last {
                         break;
