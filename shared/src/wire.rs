@@ -58,6 +58,14 @@ impl RequestBody {
     pub fn to_bytes(&self) -> Bytes {
         Bytes::from(serde_json::to_vec(&self.0).expect("raw JSON values serialise"))
     }
+
+    /// About the size of the body as JSON (its fields' names and raw values), without writing it.
+    pub fn approximate_len(&self) -> usize {
+        self.0
+            .iter()
+            .map(|(k, v)| k.len().saturating_add(v.get().len()).saturating_add(4))
+            .fold(2, usize::saturating_add)
+    }
 }
 
 /// One event of a reply stream, already framed as an OpenAI-format SSE event.

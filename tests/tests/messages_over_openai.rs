@@ -131,6 +131,10 @@ async fn a_stream_becomes_anthropic_events_and_is_metered() {
     assert_eq!(start["id"], "msg_chatcmpl-mock123");
     assert_eq!(start["model"], "openai/gpt-4o-mini");
     assert_eq!(start["content"], json!([]));
+    assert!(
+        start["usage"]["input_tokens"].as_u64().unwrap() > 0,
+        "the prompt's size is known from the start, as Anthropic reports it: {start}"
+    );
     assert_eq!(
         events[1].1,
         json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})

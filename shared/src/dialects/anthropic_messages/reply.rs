@@ -90,6 +90,9 @@ enum Block {
 pub(crate) struct EventEncoder {
     model: String,
     fallback_id: String,
+    /// The prompt's size as message_start reports it: the upstream's count arrives only with the end of
+    /// the answer, and clients (Claude Code) track their context window from message_start.
+    input_tokens: u64,
     started: bool,
     next_block: usize,
     open: Option<Block>,
@@ -100,10 +103,13 @@ pub(crate) struct EventEncoder {
 
 impl EventEncoder {
     /// `fallback_id` names the message if the stream ends before the upstream's id arrived.
-    pub(crate) fn new(model: &str, fallback_id: &str) -> EventEncoder {
+    /// `input_tokens` is what message_start says of the prompt (an estimate: the upstream counts at
+    /// the end, and message_delta carries its count).
+    pub(crate) fn new(model: &str, fallback_id: &str, input_tokens: u64) -> EventEncoder {
         EventEncoder {
             model: model.to_owned(),
             fallback_id: fallback_id.to_owned(),
+            input_tokens,
             started: false,
             next_block: 0,
             open: None,
@@ -122,8 +128,8 @@ impl EventEncoder {
             json!({"message": {
                 "id": format!("msg_{id}"), "type": "message", "role": "assistant",
                 "model": self.model, "content": [], "stop_reason": null, "stop_sequence": null,
-                // The counts arrive with the end of the answer; message_delta carries them.
-                "usage": {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+                // The upstream's counts arrive with the end of the answer, in message_delta.
+                "usage": {"input_tokens": self.input_tokens, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
             }}),
         )));
     }

@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 
 use crate::conversation::{
-    Content, Conversation, Message, Part, Role, Sampling, Tool, ToolCall, ToolChoice,
+    Content, Conversation, Message, OutputFormat, Part, Role, Sampling, Tool, ToolCall, ToolChoice,
     ToolResultContent,
 };
 use crate::error::GatewayError;
@@ -97,10 +97,33 @@ impl Conversation {
             tools,
             tool_choice,
             parallel_tool_calls,
-            output: None,
+            output: output_format(body)?,
             max_output_tokens,
             sampling,
         })
+    }
+}
+
+/// Structured output: `output_config.format` (or the beta's earlier `output_format`), a JSON schema the
+/// answer must follow.
+fn output_format(body: &RequestBody) -> Result<Option<OutputFormat>, GatewayError> {
+    let format = match body.get::<Value>("output_config", "an object")? {
+        Some(config) if !config["format"].is_null() => config["format"].clone(),
+        _ => match body.get::<Value>("output_format", "an object")? {
+            Some(format) => format,
+            None => return Ok(None),
+        },
+    };
+    match format["type"].as_str() {
+        Some("json_schema") => Ok(Some(OutputFormat::JsonSchema {
+            schema: format["schema"]
+                .is_object()
+                .then(|| format["schema"].clone()),
+        })),
+        other => Err(bad(
+            "output_config.format",
+            format!("unknown output format type {other:?}"),
+        )),
     }
 }
 

@@ -129,7 +129,10 @@ impl Provider for OpenAi {
         let body = Bytes::from(serde_json::to_vec(&translated.body).expect("JSON serialises"));
         let response = self.post(&self.chat_url, body, request.stream).await?;
         if request.stream {
-            let translator = messages::StreamTranslator::new(model, translated.tool_names);
+            // The prompt's estimate (about four bytes a token) until OpenAI's count arrives at the end.
+            let prompt = crate::usage::TokenUsage::estimate(request.body.approximate_len(), 0);
+            let translator =
+                messages::StreamTranslator::new(model, translated.tool_names, prompt.prompt_tokens);
             return Ok(Reply::Stream(messages::message_stream(
                 response.bytes_stream(),
                 translator,

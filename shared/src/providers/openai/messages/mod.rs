@@ -50,6 +50,38 @@ mod tests {
     }
 
     #[test]
+    fn structured_output_becomes_response_format_and_max_tokens_is_clamped() {
+        let schema = json!({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]});
+        for field in [
+            json!({"output_config": {"format": {"type": "json_schema", "schema": schema}}}),
+            json!({"output_format": {"type": "json_schema", "schema": schema}}),
+        ] {
+            let mut request = json!({"model": "openai/gpt-4o-mini", "max_tokens": 32000,
+                "messages": [{"role": "user", "content": "ok?"}]});
+            request
+                .as_object_mut()
+                .unwrap()
+                .extend(field.as_object().unwrap().clone());
+            let out = to_chat_request(&body(request), &model(), false)
+                .unwrap()
+                .body;
+            assert_eq!(
+                out["response_format"],
+                json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": true}})
+            );
+            assert_eq!(out["max_tokens"], model().output_limit());
+        }
+        let err = to_chat_request(
+            &body(json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
+                "output_config": {"format": {"type": "yaml"}}})),
+            &model(),
+            false,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("yaml"));
+    }
+
+    #[test]
     fn requests_translate_system_history_tools_and_parameters() {
         let request = body(json!({"model": "openai/gpt-4o-mini", "max_tokens": 256,
             "system": [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}, {"type": "text", "text": "Use tools."}],
@@ -283,7 +315,7 @@ mod tests {
 
     #[test]
     fn streams_translate_text_then_a_tool_call_with_final_usage() {
-        let mut t = StreamTranslator::new(&model(), ToolNames::default());
+        let mut t = StreamTranslator::new(&model(), ToolNames::default(), 42);
         let mut framer = sse::SseFramer::default();
         let mut items = Vec::new();
         for event in framer.push(Bytes::from(sse_bytes(&openai_events(), true))) {
@@ -309,7 +341,10 @@ mod tests {
         );
         assert_eq!(events[0].1["message"]["id"], "msg_chatcmpl-9");
         assert_eq!(events[0].1["message"]["model"], "openai/gpt-4o-mini");
-        assert_eq!(events[0].1["message"]["usage"]["input_tokens"], 0);
+        assert_eq!(
+            events[0].1["message"]["usage"]["input_tokens"], 42,
+            "the prompt's estimate until the upstream counts"
+        );
         assert_eq!(
             events[1].1,
             json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
@@ -372,7 +407,7 @@ mod tests {
 
     #[test]
     fn an_empty_stream_still_has_a_block() {
-        let mut t = StreamTranslator::new(&model(), ToolNames::default());
+        let mut t = StreamTranslator::new(&model(), ToolNames::default(), 42);
         let mut items = t.on_event(b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n");
         items.extend(t.on_event(b"data: [DONE]\n\n"));
         let events = decode(&items);
@@ -392,7 +427,7 @@ mod tests {
 
     async fn run(parts: Vec<Result<Bytes, String>>) -> Vec<StreamItem> {
         let body = futures_util::stream::iter(parts);
-        let translator = StreamTranslator::new(&model(), ToolNames::default());
+        let translator = StreamTranslator::new(&model(), ToolNames::default(), 42);
         message_stream(body, translator, Duration::from_secs(5))
             .collect()
             .await
@@ -446,7 +481,7 @@ mod tests {
     #[tokio::test]
     async fn an_idle_upstream_times_out() {
         let body = futures_util::stream::pending::<Result<Bytes, String>>();
-        let translator = StreamTranslator::new(&model(), ToolNames::default());
+        let translator = StreamTranslator::new(&model(), ToolNames::default(), 42);
         let items: Vec<StreamItem> = message_stream(body, translator, Duration::from_millis(20))
             .collect()
             .await;

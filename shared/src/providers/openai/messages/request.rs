@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::conversation::{
-    Content, Conversation, Message, Part, Role, ToolChoice, ToolResultContent,
+    Content, Conversation, Message, OutputFormat, Part, Role, ToolChoice, ToolResultContent,
 };
 
 /// OpenAI limits function names to 64 characters, Anthropic to 128 (MCP tool names often exceed 64).
@@ -277,6 +277,16 @@ pub(super) fn from_conversation(
         fields.insert("stop".into(), json!(stop));
     }
     insert_tools(conversation, &mut names, fields)?;
+    // Anthropic's structured output (`output_config.format`) is OpenAI's `response_format`.
+    if let Some(OutputFormat::JsonSchema {
+        schema: Some(schema),
+    }) = &conversation.output
+    {
+        fields.insert(
+            "response_format".into(),
+            json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": true}}),
+        );
+    }
     if stream {
         fields.insert("stream".into(), json!(true));
         // Required: the usage in the closing message_delta comes from the final usage chunk.

@@ -13,11 +13,12 @@ pub struct StreamTranslator {
 }
 
 impl StreamTranslator {
-    pub fn new(model: &Model, names: ToolNames) -> StreamTranslator {
+    /// `prompt_tokens` is message_start's figure for the prompt, before the upstream's count arrives.
+    pub fn new(model: &Model, names: ToolNames, prompt_tokens: u64) -> StreamTranslator {
         StreamTranslator {
             names,
             decoder: ChunkDecoder::default(),
-            events: EventEncoder::new(&model.id, "openai"),
+            events: EventEncoder::new(&model.id, "openai", prompt_tokens),
         }
     }
 
