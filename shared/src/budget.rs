@@ -5,6 +5,12 @@
 //! burst of concurrent calls cannot all pass on a stale reading: each one's worst case must fit beside
 //! everything already reserved, and the cap can be passed by at most what one call uses beyond its
 //! reservation. Settling gives back the unused part. The month is the UTC calendar month.
+//!
+//! Tokens per minute are admitted as OpenAI admits them: a call counts its prompt's estimate plus the
+//! `max_tokens` it asked for (nothing more when it asked for none), and settles to the provider's count.
+//! A call that used more than the minute had left carries the excess into the following minutes (a full
+//! minute refuses every call), so over time a key never gets more than its limit, on every instance,
+//! however long its answers run.
 
 use std::sync::Arc;
 
@@ -21,14 +27,14 @@ const EXPIRY_GRACE_SECS: i64 = 2 * 24 * 3600;
 /// call up costs nobody anything they would notice.
 const NANOS_PER_USD: f64 = 1e9;
 
-/// The most a call can use: its prompt estimate plus everything it may generate, at its model's price.
+/// What a call reserves: against the token limit, its prompt estimate plus the output it asked for (its
+/// `max_tokens`, none when it gave none); against the spend cap, the most it can cost at its model's
+/// price (every token it may generate).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WorstCase {
     pub tokens: u64,
     pub cost_usd: f64,
-    /// Whether the client set max_tokens. Without it the model's own output limit is assumed, which can
-    /// exceed a small tokens-per-minute limit outright: such a call reserves the whole minute instead of
-    /// being refused for a limit it never asked to reach.
+    /// Whether the client set max_tokens (which then counts against the token limit).
     pub max_tokens_given: bool,
 }
 
@@ -40,12 +46,25 @@ struct Held {
     expires_at: i64,
 }
 
+/// A reservation against one minute of a key's token limit: what a settle needs to carry an excess on.
+#[derive(Debug, Clone)]
+struct TokensHeld {
+    held: Held,
+    key_id: String,
+    window_start: i64,
+    limit: u64,
+}
+
 /// What a call holds against its key's token limit and its account's spend cap until it settles.
 #[derive(Debug, Clone, Default)]
 pub struct Reservation {
-    tokens: Option<Held>,
+    tokens: Option<TokensHeld>,
     spend: Option<Held>,
 }
+
+/// How many minutes ahead an excess may be carried (an hour): bounds a settle's work; a call that used
+/// more than an hour of its key's limit leaves the rest uncounted against the limit (never unbilled).
+const MAX_CARRY_WINDOWS: usize = 60;
 
 impl Reservation {
     pub fn is_empty(&self) -> bool {
@@ -85,7 +104,11 @@ pub fn spend_counter_key(account_id: &str, now: OffsetDateTime) -> String {
 
 fn token_counter_key(key_id: &str, now: OffsetDateTime) -> (String, i64) {
     let window_start = now.unix_timestamp().div_euclid(WINDOW_SECS) * WINDOW_SECS;
-    (format!("tpm#{key_id}#{window_start}"), window_start)
+    (window_counter(key_id, window_start), window_start)
+}
+
+fn window_counter(key_id: &str, window_start: i64) -> String {
+    format!("tpm#{key_id}#{window_start}")
 }
 
 /// Prefixes of the budget counters kept for an account and its keys, for erasing them with it.
@@ -115,26 +138,37 @@ impl Budget {
             let (counter, window_start) = token_counter_key(key_id, now);
             let window_end = window_start + WINDOW_SECS;
             let expires_at = window_end + EXPIRY_GRACE_SECS;
-            let mut tokens = worst.tokens;
-            if tokens > limit && !worst.max_tokens_given {
-                tokens = limit;
-            }
+            let tokens = worst.tokens;
             if tokens > limit {
-                return Err(GatewayError::field(
-                    "max_tokens",
+                let message = if worst.max_tokens_given {
                     format!(
-                        "this request may use up to {} tokens (its prompt plus max_tokens), more than \
-                         this key's limit of {limit} tokens per minute; lower max_tokens",
-                        worst.tokens
-                    ),
-                ));
+                        "this request may use up to {tokens} tokens (its prompt plus max_tokens), more \
+                         than this key's limit of {limit} tokens per minute; lower max_tokens"
+                    )
+                } else {
+                    format!(
+                        "this request's prompt is about {tokens} tokens, more than this key's limit of \
+                         {limit} tokens per minute; send a shorter prompt or upgrade your plan"
+                    )
+                };
+                let field = if worst.max_tokens_given {
+                    "max_tokens"
+                } else {
+                    "messages"
+                };
+                return Err(GatewayError::field(field, message));
             }
             match self.add(&counter, tokens, limit, expires_at).await? {
                 CounterOutcome::Admitted { .. } => {
-                    reservation.tokens = Some(Held {
-                        counter,
-                        amount: tokens,
-                        expires_at,
+                    reservation.tokens = Some(TokensHeld {
+                        held: Held {
+                            counter,
+                            amount: tokens,
+                            expires_at,
+                        },
+                        key_id: key_id.to_owned(),
+                        window_start,
+                        limit,
                     });
                 }
                 CounterOutcome::Refused => {
@@ -196,25 +230,86 @@ impl Budget {
     /// Replaces the reservation with what the call really used. A failure is logged, not returned: the
     /// call has been answered, and the error only ever overstates what was spent.
     pub async fn settle(&self, reservation: &Reservation, tokens: u64, cost_usd: f64) {
-        let parts = [
-            (&reservation.tokens, tokens),
-            (&reservation.spend, nanos(cost_usd)),
-        ];
-        for (held, used) in parts {
-            let Some(held) = held else { continue };
-            // Both sides are at most u64::MAX: the difference fits in i128, and a counter never moves by
-            // more than i64 allows in one step.
-            let delta = (i128::from(used) - i128::from(held.amount))
-                .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
-            if delta == 0 {
-                continue;
+        if let Some(spend) = &reservation.spend {
+            self.adjust_to(spend, nanos(cost_usd)).await;
+        }
+        let Some(window) = &reservation.tokens else {
+            return;
+        };
+        let Some(value) = self.adjust_to(&window.held, tokens).await else {
+            return;
+        };
+        // What this call's own usage put past the minute's limit (concurrent settles each see their own
+        // result, so their shares add up to the minute's whole excess).
+        let grown = tokens.saturating_sub(window.held.amount);
+        let excess = u64::try_from(value)
+            .unwrap_or(0)
+            .saturating_sub(window.limit)
+            .min(grown);
+        if excess > 0 {
+            self.carry(window, excess, OffsetDateTime::now_utc()).await;
+        }
+    }
+
+    /// Moves `excess` tokens out of a full minute into the following ones, starting with the later of the
+    /// next minute and the current one (an excess put on a minute that is over would limit nothing).
+    async fn carry(&self, window: &TokensHeld, mut excess: u64, now: OffsetDateTime) {
+        let step = |counter: &str, delta: i64, expires_at: i64| {
+            let counters = self.counters.clone();
+            let counter = counter.to_owned();
+            async move {
+                counters
+                    .adjust(&counter, delta, expires_at)
+                    .await
+                    .inspect_err(|e| tracing::warn!(error = %e, %counter, "could not carry tokens"))
+                    .ok()
             }
-            if let Err(e) = self
-                .counters
-                .adjust(&held.counter, delta, held.expires_at)
-                .await
-            {
+        };
+        let delta = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut from = window.held.counter.clone();
+        let mut expires_at = window.held.expires_at;
+        let current = now.unix_timestamp().div_euclid(WINDOW_SECS) * WINDOW_SECS;
+        let mut start = (window.window_start + WINDOW_SECS).max(current);
+        for _ in 0..MAX_CARRY_WINDOWS {
+            if step(&from, -delta(excess), expires_at).await.is_none() {
+                return;
+            }
+            let to = window_counter(&window.key_id, start);
+            expires_at = start + WINDOW_SECS + EXPIRY_GRACE_SECS;
+            let Some(value) = step(&to, delta(excess), expires_at).await else {
+                return;
+            };
+            // The minute keeps what fits; the rest moves on.
+            excess = u64::try_from(value)
+                .unwrap_or(0)
+                .saturating_sub(window.limit)
+                .min(excess);
+            if excess == 0 {
+                return;
+            }
+            from = to;
+            start += WINDOW_SECS;
+        }
+    }
+
+    /// Sets a held amount to what was used; the counter's new value, or None when it could not be written.
+    async fn adjust_to(&self, held: &Held, used: u64) -> Option<i64> {
+        // Both sides are at most u64::MAX: the difference fits in i128, and a counter never moves by more
+        // than i64 allows in one step.
+        let delta = (i128::from(used) - i128::from(held.amount))
+            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        if delta == 0 {
+            return None;
+        }
+        match self
+            .counters
+            .adjust(&held.counter, delta, held.expires_at)
+            .await
+        {
+            Ok(value) => Some(value),
+            Err(e) => {
                 tracing::warn!(error = %e, counter = %held.counter, "could not settle a reservation");
+                None
             }
         }
     }

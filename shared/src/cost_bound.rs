@@ -233,11 +233,41 @@ impl CostBound {
         }
     }
 
-    /// The tokens a tokens-per-minute limit counts for this call before it runs: the prompt's estimate
-    /// (about four bytes a token) plus everything it may generate.
+    /// The most output tokens per choice that keep this call's worst case on `model` within `usd`
+    /// (prompt at its dearest rate first, then every choice's output), at most the model's limit; 0 when
+    /// even the prompt does not fit.
+    pub fn affordable_output(&self, model: &Model, usd: f64) -> u64 {
+        let limit = model.output_limit();
+        let prompt_usd = model.worst_cost_usd(self.for_model(model).prompt_tokens, 0);
+        let per_token = model.output_per_mtok / 1_000_000.0 * self.choices.max(1) as f64;
+        if per_token <= 0.0 {
+            return if prompt_usd <= usd { limit } else { 0 };
+        }
+        let tokens = ((usd - prompt_usd) / per_token).floor();
+        if !tokens.is_finite() || tokens <= 0.0 {
+            return 0;
+        }
+        // Predicted output is billed on top of the limit.
+        (tokens.min(u64::MAX as f64) as u64)
+            .saturating_sub(self.extra_output)
+            .min(limit)
+    }
+
+    /// The tokens a tokens-per-minute limit counts for this call before it runs, as OpenAI counts them:
+    /// the prompt's estimate (about four bytes a token) plus the output the client asked for (its
+    /// `max_tokens`, at most the model's limit, for every choice); nothing for output when it asked for
+    /// none. The call settles to the provider's count afterwards, and an excess carries into the next
+    /// minutes (`budget`).
     pub fn admission_tokens(&self, model: &Model) -> u64 {
         let prompt = TokenUsage::estimate(self.body_bytes as usize, 0).prompt_tokens;
-        prompt.saturating_add(self.for_model(model).output_tokens)
+        let asked = match (model.kind, self.max_output) {
+            (ModelKind::Chat, Some(max)) => max.min(model.output_limit()),
+            _ => 0,
+        };
+        let output = asked
+            .saturating_add(self.extra_output)
+            .saturating_mul(self.choices.max(1));
+        prompt.saturating_add(output)
     }
 }
 
@@ -598,6 +628,28 @@ mod tests {
         );
         let bound = CostBound::messages(&b, 10).unwrap();
         assert_eq!((bound.images, bound.documents), (1, 1));
+    }
+
+    #[test]
+    fn affordable_output_is_what_a_budget_buys_after_the_prompt() {
+        let catalog = Catalog::bundled();
+        let model = catalog.get("openai/gpt-4o-mini").unwrap();
+        let bound =
+            CostBound::chat_completions(&body(json!({"n": 2, "messages": []})), 1_000).unwrap();
+        let prompt_usd = model.worst_cost_usd(1_000, 0);
+        let per_token = model.output_per_mtok / 1e6 * 2.0;
+        let usd = prompt_usd + 500.5 * per_token;
+        assert_eq!(bound.affordable_output(model, usd), 500);
+        // Never more than the model's limit, nothing when the prompt alone does not fit.
+        assert_eq!(bound.affordable_output(model, 1e9), model.output_limit());
+        assert_eq!(bound.affordable_output(model, prompt_usd / 2.0), 0);
+        assert_eq!(bound.affordable_output(model, f64::NAN), 0);
+        // The capped worst case fits the budget.
+        let capped = CostBound {
+            max_output: Some(500),
+            ..bound
+        };
+        assert!(capped.for_model(model).cost_usd <= usd + 1e-12);
     }
 
     #[test]

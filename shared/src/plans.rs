@@ -24,7 +24,8 @@ pub struct Plan {
     pub operator_only: bool,
 }
 
-const BUNDLED: &str = r#"[
+/// The bundled plan table, as JSON (what `QNP_PLANS` replaces).
+pub const BUNDLED: &str = r#"[
   {"name": "free", "requests_per_minute": 20, "tokens_per_minute": 40000, "monthly_spend_cap_usd": 1.0},
   {"name": "pro", "requests_per_minute": 600, "tokens_per_minute": 2000000, "monthly_spend_cap_usd": 200.0},
   {"name": "unlimited", "requests_per_minute": 1000000000, "operator_only": true}

@@ -147,6 +147,79 @@ async fn the_larger_of_two_output_limits_is_reserved() {
 }
 
 #[tokio::test]
+async fn a_default_call_is_admitted_and_what_it_used_past_the_minute_carries_into_the_next() {
+    let w = world().await;
+    qnp_tests::avoid_minute_boundary().await;
+    let email = "carry@example.com";
+    let key = w.gateway.create_key(email, "metered").await;
+    // No max_tokens: admitted on its prompt alone (not the model's 1,000-token output limit), then it
+    // generates 1,000 tokens, past the 1,000 a minute.
+    let (status, reply) = w.call(&key, chat(json!({}))).await;
+    assert_eq!(status, 200, "{reply}");
+    let row = w.gateway.usage_rows(email, 1).await.remove(0);
+    let used = row.usage.total();
+    assert!(used > 1_000, "{used}");
+    // The minute holds exactly its limit, the excess waits in the next one (settling is asynchronous).
+    let window = OffsetDateTime::now_utc().unix_timestamp().div_euclid(60) * 60;
+    let counter = |start: i64| format!("tpm#{}#{start}", row.api_key_id);
+    let counters = w.gateway.stores.counters.clone();
+    let mut seen = (0, 0);
+    for _ in 0..200 {
+        seen = (
+            counters.get(&counter(window)).await.unwrap(),
+            counters.get(&counter(window + 60)).await.unwrap(),
+        );
+        if seen == (1_000, used - 1_000) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, (1_000, used - 1_000));
+    // The full minute refuses the next call, with the time to wait.
+    let (status, reply) = w.call(&key, chat(json!({}))).await;
+    assert_eq!(status, 429, "{reply}");
+    w.gateway.stop().await;
+}
+
+#[tokio::test]
+async fn an_excess_larger_than_a_minute_fills_minutes_in_turn() {
+    // Straight against the counters: a settle that used three and a half minutes' worth of tokens leaves
+    // this minute and the next two full and half a minute in the third.
+    let dir = tempfile::tempdir().unwrap();
+    let counters: std::sync::Arc<dyn qnp_shared::store::CounterStore> =
+        std::sync::Arc::new(qnp_shared::store::embedded::EmbeddedStore::open(dir.path()).unwrap());
+    let budget = qnp_shared::budget::Budget::new(counters.clone());
+    let plan: qnp_shared::plans::Plan = serde_json::from_value(json!(
+        {"name": "m", "requests_per_minute": 10, "tokens_per_minute": 1000}
+    ))
+    .unwrap();
+    let now = OffsetDateTime::now_utc();
+    let worst = qnp_shared::budget::WorstCase {
+        tokens: 100,
+        cost_usd: 0.0,
+        max_tokens_given: false,
+    };
+    let reservation = budget
+        .reserve("k_long", "acct_long", &plan, worst, now)
+        .await
+        .unwrap();
+    budget.settle(&reservation, 3_500, 0.0).await;
+    let window = now.unix_timestamp().div_euclid(60) * 60;
+    let current = OffsetDateTime::now_utc().unix_timestamp().div_euclid(60) * 60;
+    let mut values = Vec::new();
+    for start in [
+        window,
+        current + 60,
+        current + 120,
+        current + 180,
+        current + 240,
+    ] {
+        values.push(counters.get(&format!("tpm#k_long#{start}")).await.unwrap());
+    }
+    assert_eq!(values, [1_000, 1_000, 1_000, 500, 0]);
+}
+
+#[tokio::test]
 async fn token_counts_near_two_to_the_64_are_refused_not_wrapped() {
     let w = world().await;
     let key = w.gateway.create_key("huge@example.com", "metered").await;

@@ -572,14 +572,23 @@ async fn budget_counters_contract(counters: Arc<dyn CounterStore>) {
         counters.add_within(&key, 700, 1000, exp).await.unwrap(),
         CounterOutcome::Admitted { value: 700 }
     ));
-    counters.adjust(&key, -650, exp).await.unwrap();
+    assert_eq!(counters.adjust(&key, -650, exp).await.unwrap(), 50);
     assert_eq!(counters.get(&key).await.unwrap(), 50);
-    counters.adjust(&key, 25, exp).await.unwrap();
+    assert_eq!(counters.adjust(&key, 25, exp).await.unwrap(), 75);
     assert_eq!(counters.get(&key).await.unwrap(), 75);
     // An adjustment can create the counter (a settle after the window's item was reclaimed).
     let fresh = format!("tpm#{}#0", qnp_tests::unique("k"));
-    counters.adjust(&fresh, 5, exp).await.unwrap();
+    assert_eq!(counters.adjust(&fresh, 5, exp).await.unwrap(), 5);
     assert_eq!(counters.get(&fresh).await.unwrap(), 5);
+    // Concurrent adjustments each see their own result: the values they return are all different and
+    // the last is the sum, so a settle can tell exactly how far past a limit its own share took it.
+    let shared_key = format!("tpm#{}#60", qnp_tests::unique("k"));
+    let results =
+        futures_util::future::join_all((0..20).map(|_| counters.adjust(&shared_key, 10, exp)))
+            .await;
+    let mut seen: Vec<i64> = results.into_iter().map(|r| r.unwrap()).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=20).map(|i| i * 10).collect::<Vec<i64>>());
 
     let account = qnp_tests::unique("acct_erase");
     let lookalike = account.replacen('_', "X", 1);

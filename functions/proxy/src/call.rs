@@ -74,7 +74,13 @@ pub struct Call {
     request_bytes: usize,
     /// What the call holds against its token limit and spend cap until `finish` settles it.
     reservation: Reservation,
+    /// The output limit the gateway set because the client set none and the spend cap needed one.
+    output_cap: Option<u64>,
 }
+
+/// The least output a capped call may be given: below it the answer would be cut too short to use, and
+/// the call is refused (402) instead.
+pub const MIN_CAPPED_OUTPUT: u64 = 1024;
 
 /// Adds the headers every proxy response carries.
 fn decorate(response: &mut Response, request_id: &str, rate: Option<&RateLimitState>) {
@@ -123,6 +129,7 @@ impl Call {
             dialect,
             request_bytes: 0,
             reservation: Reservation::default(),
+            output_cap: None,
         };
         if call.key.restricted {
             let err = GatewayError::Forbidden(
@@ -165,17 +172,23 @@ impl Call {
     }
 
     /// Reserves the call's worst case against the plan's tokens-per-minute limit and monthly spend cap,
-    /// before anything goes upstream: for the token limit, the prompt's estimate plus everything the call
-    /// may generate; for the spend cap, the bound of `cost_bound` (the prompt at one token per byte,
+    /// before anything goes upstream: for the token limit, the prompt's estimate plus the output the
+    /// client asked for; for the spend cap, the bound of `cost_bound` (the prompt at one token per byte,
     /// every choice at its output limit), priced at the dearest model that may serve it.
+    ///
+    /// A call that set no output limit, and whose worst case at the model's own limit is more than a
+    /// quarter of what the month has left, gets a limit instead of a refusal: the most output that
+    /// quarter buys (at least [`MIN_CAPPED_OUTPUT`]). That limit is returned, so the request carries it
+    /// upstream (the reservation holds only if the provider cannot generate more), and the answer says
+    /// so in `x-qnp-max-output-tokens`. A quarter, so that a few such calls in flight at once all fit.
     pub async fn reserve(
         &mut self,
         candidates: &[Arc<Model>],
         bound: &CostBound,
-    ) -> Result<(), GatewayError> {
-        let plan = self.plan();
+    ) -> Result<Option<u64>, GatewayError> {
+        let plan = self.plan().clone();
         if plan.tokens_per_minute.is_none() && plan.monthly_spend_cap_usd.is_none() {
-            return Ok(());
+            return Ok(None);
         }
         let mut worst = WorstCase {
             tokens: 0,
@@ -186,18 +199,50 @@ impl Call {
             worst.tokens = worst.tokens.max(bound.admission_tokens(model));
             worst.cost_usd = worst.cost_usd.max(bound.for_model(model).cost_usd);
         }
+        let mut output_cap = None;
+        if let Some(cap_usd) = plan.monthly_spend_cap_usd
+            && bound.max_output.is_none()
+        {
+            // In-flight reservations included; a failed read caps nothing (the reservation decides).
+            let spent = self
+                .proxy
+                .budget
+                .spent(&self.key.account_id, self.timestamp)
+                .await
+                .unwrap_or(0.0);
+            let share = (cap_usd - spent).max(0.0) / 4.0;
+            if worst.cost_usd > share {
+                let tokens = candidates
+                    .iter()
+                    .map(|m| bound.affordable_output(m, share))
+                    .min()
+                    .unwrap_or(0);
+                if tokens >= MIN_CAPPED_OUTPUT {
+                    let capped = CostBound {
+                        max_output: Some(tokens),
+                        ..*bound
+                    };
+                    worst.cost_usd = candidates
+                        .iter()
+                        .map(|m| capped.for_model(m).cost_usd)
+                        .fold(0.0, f64::max);
+                    output_cap = Some(tokens);
+                }
+            }
+        }
         self.reservation = self
             .proxy
             .budget
             .reserve(
                 &self.key.key_id,
                 &self.key.account_id,
-                plan,
+                &plan,
                 worst,
                 self.timestamp,
             )
             .await?;
-        Ok(())
+        self.output_cap = output_cap;
+        Ok(output_cap)
     }
 
     pub fn set_requested_model(&mut self, name: String) {
@@ -346,6 +391,11 @@ impl Call {
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         decorate(&mut response, &self.request_id, self.rate.as_ref());
+        if let Some(cap) = self.output_cap {
+            response
+                .headers_mut()
+                .insert("x-qnp-max-output-tokens", HeaderValue::from(cap));
+        }
         response
     }
 }

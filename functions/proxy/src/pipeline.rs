@@ -172,7 +172,10 @@ async fn run(
     };
     if route.api != Api::CountTokens {
         // Counting tokens generates nothing and is not billed: there is nothing to reserve.
-        call.reserve(&candidates, &checked.bound).await?;
+        if let Some(cap) = call.reserve(&candidates, &checked.bound).await? {
+            // The spend cap left room for this much output: the upstream must not generate more.
+            body.set(output_limit_field(route.api, &candidates[0]), &cap);
+        }
     }
     if matches!(route.api, Api::Embeddings | Api::Compact | Api::CountTokens) {
         let model = &candidates[0];
@@ -197,6 +200,18 @@ async fn run(
         routing::first_answer(proxy, &candidates, body, checked.stream, route.api, headers).await?;
     call.set_model(served_by, checked.stream);
     Ok((reply, checked.include_usage))
+}
+
+/// The request field that limits a route's output: Responses' own; on chat, the current field, which
+/// OpenAI's reasoning models require and every translation reads, except for OpenAI-compatible servers
+/// that only speak chat (older servers know only `max_tokens`). Messages always carry `max_tokens`.
+fn output_limit_field(api: Api, model: &Model) -> &'static str {
+    match api {
+        Api::Responses | Api::Compact => "max_output_tokens",
+        Api::Messages => "max_tokens",
+        _ if model.responses_api == Some(false) => "max_tokens",
+        _ => "max_completion_tokens",
+    }
 }
 
 /// The handler that serves `route`.

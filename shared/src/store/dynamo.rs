@@ -91,8 +91,9 @@ impl CounterStore for DynamoCounters {
         }
     }
 
-    async fn adjust(&self, key: &str, delta: i64, expires_at: i64) -> anyhow::Result<()> {
-        self.client
+    async fn adjust(&self, key: &str, delta: i64, expires_at: i64) -> anyhow::Result<i64> {
+        let output = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key(KEY_ATTRIBUTE, AttributeValue::S(key.into()))
@@ -101,6 +102,7 @@ impl CounterStore for DynamoCounters {
             .expression_attribute_names("#exp", EXPIRY_ATTRIBUTE)
             .expression_attribute_values(":delta", AttributeValue::N(delta.to_string()))
             .expression_attribute_values(":exp", AttributeValue::N(expires_at.to_string()))
+            .return_values(ReturnValue::UpdatedNew)
             .send()
             .await
             .map_err(|e| {
@@ -110,7 +112,12 @@ impl CounterStore for DynamoCounters {
                     aws_sdk_dynamodb::error::DisplayErrorContext(e)
                 )
             })?;
-        Ok(())
+        output
+            .attributes()
+            .and_then(|a| a.get(VALUE_ATTRIBUTE))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse::<i64>().ok())
+            .ok_or_else(|| anyhow::anyhow!("UpdateItem returned no counter value"))
     }
 
     async fn erase_prefixes(&self, prefixes: &[String], dry_run: bool) -> anyhow::Result<u64> {

@@ -953,15 +953,15 @@ impl CounterStore for EmbeddedStore {
         })
     }
 
-    async fn adjust(&self, key: &str, delta: i64, expires_at: i64) -> anyhow::Result<()> {
+    async fn adjust(&self, key: &str, delta: i64, expires_at: i64) -> anyhow::Result<i64> {
         self.with_counters(|conn| {
             conn.prepare_cached(
                 "INSERT INTO counters (key, value, expires_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (key) DO UPDATE SET value = value + ?2",
+                 ON CONFLICT (key) DO UPDATE SET value = value + ?2
+                 RETURNING value",
             )?
-            .execute(params![key, delta, expires_at])
-        })?;
-        Ok(())
+            .query_row(params![key, delta, expires_at], |row| row.get(0))
+        })
     }
 
     async fn erase_prefixes(&self, prefixes: &[String], dry_run: bool) -> anyhow::Result<u64> {

@@ -257,7 +257,9 @@ pub trait CounterStore: Send + Sync {
         expires_at: i64,
     ) -> anyhow::Result<CounterOutcome>;
     /// Adds `delta` (which may be negative) without any limit: settles a reservation to the real amount.
-    async fn adjust(&self, key: &str, delta: i64, expires_at: i64) -> anyhow::Result<()>;
+    /// Returns the counter's value after this adjustment (atomically: concurrent adjustments each see
+    /// their own result), so a settle can tell how far past its limit it took the counter.
+    async fn adjust(&self, key: &str, delta: i64, expires_at: i64) -> anyhow::Result<i64>;
     /// The counter's value, 0 when absent.
     async fn get(&self, key: &str) -> anyhow::Result<u64>;
     /// Deletes every counter whose key starts with one of `prefixes` (an erased account's key ids);
