@@ -63,6 +63,10 @@ pub struct Model {
     /// when not given, as Anthropic prices them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_write_1h_per_mtok: Option<f64>,
+    /// The fee for one hosted web search (OpenAI's `web_search` tool), when the model may run one. Models
+    /// without it cannot be sent requests that carry the tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_search_per_call_usd: Option<f64>,
     /// The most input tokens one image can be billed as; the provider's default when not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens_per_image: Option<u64>,
@@ -134,6 +138,7 @@ impl Model {
             + Self::per_mtok(written - written_1h, self.cache_write_rate())
             + Self::per_mtok(written_1h, self.cache_write_1h_rate())
             + Self::per_mtok(usage.completion_tokens, self.output_per_mtok)
+            + usage.web_search_calls as f64 * self.web_search_per_call_usd.unwrap_or(0.0)
     }
 
     /// The most a call with these token counts can cost: every prompt token at the dearest input-side

@@ -55,6 +55,21 @@ pub struct CostBound {
     pub documents: u64,
     /// Extra prompt tokens the provider adds (tool definitions it expands).
     pub extra_prompt: u64,
+    /// Hosted web searches the call may run (a Responses `web_search` tool: its `max_tool_calls`, else
+    /// [`DEFAULT_WEB_SEARCHES`], which the provider is then sent), each at the model's per-call fee.
+    pub web_searches: u64,
+}
+
+/// The web searches a call with the `web_search` tool and no `max_tool_calls` may run: QNP sends this
+/// limit upstream so the reservation is a true bound (Codex sends the tool on every call).
+pub const DEFAULT_WEB_SEARCHES: u64 = 10;
+/// The most `max_tool_calls` a request may ask for.
+pub const MAX_WEB_SEARCHES: u64 = 100;
+
+/// Whether a Responses tool type is OpenAI's hosted web search (`web_search`, `web_search_preview` and
+/// their dated versions).
+pub fn is_web_search(kind: &str) -> bool {
+    kind.starts_with("web_search")
 }
 
 /// The worst case for one model.
@@ -187,6 +202,19 @@ impl CostBound {
         standard_tier(body, &["auto", "default"])?;
         if let Some(tools) = body.get::<Vec<ResponsesTool>>("tools", "an array of tools")? {
             for (i, tool) in tools.iter().enumerate() {
+                if tool.kind.as_deref().is_some_and(is_web_search) {
+                    bound.web_searches = match token_field(body, "max_tool_calls")? {
+                        Some(n) if n > MAX_WEB_SEARCHES => {
+                            return Err(GatewayError::field(
+                                "max_tool_calls",
+                                format!("'max_tool_calls' must be at most {MAX_WEB_SEARCHES}"),
+                            ));
+                        }
+                        Some(n) => n,
+                        None => DEFAULT_WEB_SEARCHES,
+                    };
+                    continue;
+                }
                 client_tool(tool, &format!("tools[{i}]"))?;
             }
         }
@@ -226,11 +254,28 @@ impl CostBound {
                 (prompt, output)
             }
         };
+        let searches = self.web_searches as f64 * model.web_search_per_call_usd.unwrap_or(0.0);
         ModelBound {
             prompt_tokens,
             output_tokens,
-            cost_usd: model.worst_cost_usd(prompt_tokens, output_tokens),
+            cost_usd: model.worst_cost_usd(prompt_tokens, output_tokens) + searches,
         }
+    }
+
+    /// Refuses a call `model` cannot be priced for: hosted web searches on a model without a fee.
+    pub fn priced_for(&self, model: &Model) -> Result<(), GatewayError> {
+        if self.web_searches > 0 && model.web_search_per_call_usd.is_none() {
+            return Err(GatewayError::field(
+                "tools",
+                format!(
+                    "the hosted web_search tool runs at the provider and is billed per call, and '{}' has \
+                     no web search price in this gateway's catalog; remove the tool (Codex: set \
+                     web_search = \"disabled\" in config.toml) or use a model that has one",
+                    model.id
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The most output tokens per choice that keep this call's worst case on `model` within `usd`
@@ -238,7 +283,14 @@ impl CostBound {
     /// even the prompt does not fit.
     pub fn affordable_output(&self, model: &Model, usd: f64) -> u64 {
         let limit = model.output_limit();
-        let prompt_usd = model.worst_cost_usd(self.for_model(model).prompt_tokens, 0);
+        // Everything but the output: the prompt at its dearest rate, and any hosted searches.
+        let prompt_usd = CostBound {
+            max_output: Some(0),
+            extra_output: 0,
+            ..*self
+        }
+        .for_model(model)
+        .cost_usd;
         let per_token = model.output_per_mtok / 1_000_000.0 * self.choices.max(1) as f64;
         if per_token <= 0.0 {
             return if prompt_usd <= usd { limit } else { 0 };
@@ -669,11 +721,40 @@ mod tests {
         // Without max_output_tokens the model's own limit bounds it.
         let bound = CostBound::responses(&body(json!({"input": "hi"})), 10).unwrap();
         assert_eq!(bound.for_model(model).output_tokens, model.output_limit());
+        // Web search is priced per call: bounded by max_tool_calls, else by the limit QNP sends.
+        let searching = |extra: serde_json::Value| {
+            let mut b = json!({"input": "x", "tools": [{"type": "web_search", "external_web_access": false}]});
+            b.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            CostBound::responses(&body(b), 10)
+        };
+        assert_eq!(
+            searching(json!({})).unwrap().web_searches,
+            DEFAULT_WEB_SEARCHES
+        );
+        assert_eq!(
+            searching(json!({"max_tool_calls": 3}))
+                .unwrap()
+                .web_searches,
+            3
+        );
+        assert!(searching(json!({"max_tool_calls": 1000})).is_err());
+        let with_searches = searching(json!({"max_tool_calls": 3})).unwrap();
+        let fee = model.web_search_per_call_usd.unwrap();
+        let without = CostBound {
+            web_searches: 0,
+            ..with_searches
+        };
+        let added = with_searches.for_model(model).cost_usd - without.for_model(model).cost_usd;
+        assert!((added - 3.0 * fee).abs() < 1e-12);
+        let claude = catalog.get("anthropic/claude-sonnet-4-5").unwrap();
+        assert!(
+            with_searches.priced_for(claude).is_err(),
+            "no web search price"
+        );
+        assert!(with_searches.priced_for(model).is_ok());
         for (tools, at) in [
-            (
-                json!([{"type": "web_search", "external_web_access": false}]),
-                "tools[0]",
-            ),
             (
                 json!([{"type": "function", "name": "f"}, {"type": "file_search"}]),
                 "tools[1]",

@@ -19,6 +19,10 @@ pub struct TokenUsage {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cache_write_1h_tokens: u64,
     pub reasoning_tokens: u64,
+    /// Hosted web searches the provider ran for the call (OpenAI's `web_search_call` items), billed per
+    /// call at the model's `web_search_per_call_usd`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub web_search_calls: u64,
     /// The provider did not report these counts; the gateway estimated them (about four bytes of
     /// request or response per token) so the call is still metered. Never set when the provider counts.
     #[serde(default)]
@@ -46,6 +50,7 @@ impl TokenUsage {
             cache_write_tokens,
             cache_write_1h_tokens: cap(self.cache_write_1h_tokens).min(cache_write_tokens),
             reasoning_tokens: cap(self.reasoning_tokens),
+            web_search_calls: cap(self.web_search_calls),
             estimated: self.estimated,
         }
     }
@@ -339,6 +344,7 @@ mod tests {
                 cache_write_tokens: 0,
                 reasoning_tokens: 1,
                 cache_write_1h_tokens: 0,
+                web_search_calls: 0,
                 estimated: false,
             },
             latency_ms: 120,

@@ -101,6 +101,7 @@ async fn main() {
                     cached_tokens: 128,
                     cache_write_tokens: 0,
                     cache_write_1h_tokens: 0,
+                    web_search_calls: 0,
                     reasoning_tokens: 0,
                     estimated: false,
                 },

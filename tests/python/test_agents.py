@@ -32,8 +32,6 @@ def codex_config(base_url: str) -> str:
     """The config.toml the README gives Codex users."""
     return f"""model = "{MODEL}"
 model_provider = "qnp"
-# Hosted web search is billed per call, which QNP does not price: it refuses requests that carry it.
-web_search = "disabled"
 
 [model_providers.qnp]
 name = "QNP"
@@ -81,6 +79,9 @@ def test_codex_exec_runs_a_tool_through_qnp(gateway, tmp_path):
     assert first["stream"] is True and first["model"] == "gpt-4o-mini"
     assert first["store"] is False
     assert any(t.get("name") == "exec_command" for t in first["tools"])
+    # Codex's default hosted web search goes to OpenAI, bounded: QNP reserved for these many calls.
+    assert any(t.get("type") == "web_search" for t in first["tools"])
+    assert first["max_tool_calls"] == 10
     outputs = [i for i in second["input"] if i.get("type") == "function_call_output"]
     assert outputs and "qnp-tool-ok" in str(outputs[-1]["output"])
     calls = [i for i in second["input"] if i.get("type") == "function_call"]

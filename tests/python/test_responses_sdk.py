@@ -152,5 +152,15 @@ def test_stateful_calls_get_a_clear_400(gateway):
         client.responses.retrieve("resp_123")
     assert "no conversation state" in err.value.message
     with pytest.raises(openai.BadRequestError) as err:
-        client.responses.create(model=MODEL, input="search", tools=[{"type": "web_search"}])
+        client.responses.create(model=MODEL, input="look it up", tools=[{"type": "file_search", "vector_store_ids": ["vs_1"]}])
     assert err.value.body["param"] == "tools[0]"
+
+
+def test_hosted_web_search_is_sent_with_a_bound_on_its_calls(gateway):
+    key = gateway.create_key(unique_email("responses-search"))
+    mark = gateway.mock.mark()
+    response = gateway.client(key).responses.create(model=MODEL, input="hi", tools=[{"type": "web_search"}])
+    assert response.output_text == "echo: hi"
+    sent = gateway.mock.requests_since(mark)[0]["body"]
+    assert sent["tools"] == [{"type": "web_search"}]
+    assert sent["max_tool_calls"] == 10, "the searches QNP reserved for, at the model's per-call price"

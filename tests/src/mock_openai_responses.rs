@@ -3,7 +3,8 @@
 //! `response.in_progress`, output item added / delta / done events, and one terminal
 //! `response.completed`). The reply echoes the last user text; with tools, a user text containing
 //! "run tool" gets a function call to the first tool (`{"cmd":"echo hi"}`), and a function call's output
-//! gets "tool said: <output>". Upstream model names pick failure modes as on chat: `mock-drop` (the
+//! gets "tool said: <output>". With a `web_search` tool and "search" in the user text, one
+//! `web_search_call` item comes first. Upstream model names pick failure modes as on chat: `mock-drop` (the
 //! connection drops mid-stream), `mock-nousage` (no usage), `mock-400`, `mock-500`.
 
 use axum::Json;
@@ -32,6 +33,19 @@ fn item_text(item: &Value) -> String {
 enum Output {
     Text(String),
     Call(String, String),
+}
+
+fn last_user(body: &Value) -> String {
+    match &body["input"] {
+        Value::String(text) => text.clone(),
+        Value::Array(items) => items
+            .iter()
+            .rev()
+            .find(|i| i["role"] == "user")
+            .map(item_text)
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
 }
 
 fn answer(body: &Value) -> Output {
@@ -128,14 +142,21 @@ pub(crate) async fn responses(
     if model == "mock-nousage" {
         usage = Value::Null;
     }
+    let searched = body["tools"].as_array().is_some_and(|tools| {
+        tools.iter().any(|t| {
+            t["type"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("web_search"))
+        })
+    }) && last_user(&body).contains("search");
+    let search = json!({"id": "ws_mock1", "type": "web_search_call", "status": "completed",
+        "action": {"type": "search", "query": "mock query"}});
+    let mut items = vec![output_item(&output)];
+    if searched {
+        items.insert(0, search.clone());
+    }
     if body["stream"] != true {
-        return Json(response(
-            &model,
-            "completed",
-            vec![output_item(&output)],
-            usage,
-        ))
-        .into_response();
+        return Json(response(&model, "completed", items, usage)).into_response();
     }
     let mut events: Vec<(String, Value)> = Vec::new();
     let in_progress = response(&model, "in_progress", vec![], Value::Null);
@@ -144,6 +165,24 @@ pub(crate) async fn responses(
         "response.in_progress".into(),
         json!({"response": in_progress}),
     ));
+    // The answer's item follows the search, if there was one.
+    let at = usize::from(searched);
+    if searched {
+        let mut started = search.clone();
+        started["status"] = json!("in_progress");
+        events.push((
+            "response.output_item.added".into(),
+            json!({"output_index": 0, "item": started}),
+        ));
+        events.push((
+            "response.web_search_call.completed".into(),
+            json!({"output_index": 0, "item_id": "ws_mock1"}),
+        ));
+        events.push((
+            "response.output_item.done".into(),
+            json!({"output_index": 0, "item": search}),
+        ));
+    }
     let done = output_item(&output);
     let mut added = done.clone();
     added["status"] = json!("in_progress");
@@ -152,41 +191,41 @@ pub(crate) async fn responses(
             added["content"] = json!([]);
             events.push((
                 "response.output_item.added".into(),
-                json!({"output_index": 0, "item": added}),
+                json!({"output_index": at, "item": added}),
             ));
-            events.push(("response.content_part.added".into(), json!({"item_id": "msg_mock1", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}})));
+            events.push(("response.content_part.added".into(), json!({"item_id": "msg_mock1", "output_index": at, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}})));
             for (i, word) in words(text).iter().enumerate() {
                 let delta = if i == 0 {
                     word.clone()
                 } else {
                     format!(" {word}")
                 };
-                events.push(("response.output_text.delta".into(), json!({"item_id": "msg_mock1", "output_index": 0, "content_index": 0, "delta": delta, "logprobs": []})));
+                events.push(("response.output_text.delta".into(), json!({"item_id": "msg_mock1", "output_index": at, "content_index": 0, "delta": delta, "logprobs": []})));
             }
-            events.push(("response.output_text.done".into(), json!({"item_id": "msg_mock1", "output_index": 0, "content_index": 0, "text": text, "logprobs": []})));
-            events.push(("response.content_part.done".into(), json!({"item_id": "msg_mock1", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": []}})));
+            events.push(("response.output_text.done".into(), json!({"item_id": "msg_mock1", "output_index": at, "content_index": 0, "text": text, "logprobs": []})));
+            events.push(("response.content_part.done".into(), json!({"item_id": "msg_mock1", "output_index": at, "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": []}})));
         }
         Output::Call(_, arguments) => {
             added["arguments"] = json!("");
             events.push((
                 "response.output_item.added".into(),
-                json!({"output_index": 0, "item": added}),
+                json!({"output_index": at, "item": added}),
             ));
             events.push((
                 "response.function_call_arguments.delta".into(),
-                json!({"item_id": "fc_mock1", "output_index": 0, "delta": arguments}),
+                json!({"item_id": "fc_mock1", "output_index": at, "delta": arguments}),
             ));
             events.push((
                 "response.function_call_arguments.done".into(),
-                json!({"item_id": "fc_mock1", "output_index": 0, "arguments": arguments}),
+                json!({"item_id": "fc_mock1", "output_index": at, "arguments": arguments}),
             ));
         }
     }
     events.push((
         "response.output_item.done".into(),
-        json!({"output_index": 0, "item": done}),
+        json!({"output_index": at, "item": done}),
     ));
-    let completed = response(&model, "completed", vec![done], usage);
+    let completed = response(&model, "completed", items, usage);
     events.push(("response.completed".into(), json!({"response": completed})));
     let drop_after = (model == "mock-drop").then_some(4);
     let stream = async_stream::stream! {

@@ -107,6 +107,7 @@ fn row(account: &str, key: &str, id: &str, ts: OffsetDateTime, model: &str) -> U
             cached_tokens: 1,
             cache_write_tokens: 0,
             cache_write_1h_tokens: 0,
+            web_search_calls: 0,
             reasoning_tokens: 0,
             estimated: false,
         },

@@ -364,9 +364,14 @@ async fn stateful_and_unpriced_requests_are_refused_before_anything_goes_upstrea
             "whole conversation",
         ),
         (
-            json!({"model": "openai/gpt-4o-mini", "input": "x", "tools": [{"type": "web_search", "external_web_access": false}]}),
-            "tools[0]",
+            json!({"model": "anthropic/claude-sonnet-4-5", "input": "x", "tools": [{"type": "web_search", "external_web_access": false}]}),
+            "tools",
             "web_search = \"disabled\"",
+        ),
+        (
+            json!({"model": "openai/gpt-4o-mini", "input": "x", "tools": [{"type": "file_search"}]}),
+            "tools[0]",
+            "billed per call",
         ),
         (
             json!({"model": "openai/gpt-4o-mini", "input": "x", "service_tier": "priority"}),
@@ -438,6 +443,52 @@ async fn stateful_and_unpriced_requests_are_refused_before_anything_goes_upstrea
     assert_eq!(unauthenticated.status(), 401);
     assert!(s.openai.received().is_empty());
     assert!(s.anthropic.received().is_empty());
+}
+
+#[tokio::test]
+async fn hosted_web_searches_are_bounded_counted_and_priced_per_call() {
+    let s = setup("resp-search@example.com").await;
+    let response = s
+        .post(
+            "/v1/responses",
+            json!({"model": "openai/gpt-4o-mini", "stream": true, "input": "search the web for rust",
+                "tools": [{"type": "web_search"}]}),
+        )
+        .await;
+    let events = events(&response.text().await.unwrap());
+    assert_eq!(events.last().unwrap().0, "response.completed");
+    let sent = &s.openai.received()[0];
+    assert_eq!(
+        sent.body["max_tool_calls"], 10,
+        "no more searches than were reserved for"
+    );
+    let row = &s.gateway.usage_rows(&s.email, 1).await[0];
+    assert_eq!(row.usage.web_search_calls, 1);
+    let model = qnp_shared::catalog::Catalog::bundled()
+        .get("openai/gpt-4o-mini")
+        .unwrap()
+        .clone();
+    let tokens_only = model.cost_usd(&qnp_shared::usage::TokenUsage {
+        web_search_calls: 0,
+        ..row.usage
+    });
+    let fee = model.web_search_per_call_usd.unwrap();
+    assert!((row.cost_usd - tokens_only - fee).abs() < 1e-12, "{row:?}");
+
+    // A client's own max_tool_calls is kept, and bounds the reservation.
+    let response = s
+        .post(
+            "/v1/responses",
+            json!({"model": "openai/gpt-4o-mini", "input": "search again", "max_tool_calls": 2,
+                "tools": [{"type": "web_search_preview"}]}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["output"][0]["type"], "web_search_call");
+    assert_eq!(s.openai.received()[1].body["max_tool_calls"], 2);
+    let rows = s.gateway.usage_rows(&s.email, 2).await;
+    assert!(rows.iter().all(|r| r.usage.web_search_calls == 1));
 }
 
 #[tokio::test]

@@ -50,6 +50,7 @@ fn usage_row(account: &str, key: &str, request_id: &str, ts: OffsetDateTime) -> 
             cached_tokens: 3,
             cache_write_tokens: 1,
             cache_write_1h_tokens: 1,
+            web_search_calls: 2,
             reasoning_tokens: 4,
             estimated: false,
         },

@@ -170,6 +170,9 @@ async fn run(
             routing::candidates(proxy, &model, requested)?
         }
     };
+    for candidate in &candidates {
+        checked.bound.priced_for(candidate)?;
+    }
     if route.api != Api::CountTokens {
         // Counting tokens generates nothing and is not billed: there is nothing to reserve.
         if let Some(cap) = call.reserve(&candidates, &checked.bound).await? {

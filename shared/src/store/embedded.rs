@@ -33,8 +33,13 @@ use crate::usage::{TokenUsage, UsageRecord};
 
 /// Schema migrations of `qnp.sqlite3`, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
-    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7,
 ];
+
+/// Hosted web searches a call ran (priced per call).
+const SCHEMA_V7: &str = r#"
+ALTER TABLE usage ADD COLUMN web_search_calls INTEGER NOT NULL DEFAULT 0;
+"#;
 
 /// 1-hour cache writes (priced on their own), and rows that stand for several refusals of one minute.
 const SCHEMA_V6: &str = r#"
@@ -341,7 +346,7 @@ fn key_from_row(row: &Row) -> rusqlite::Result<ApiKeyRecord> {
 const USAGE_COLUMNS: &str = "request_id, timestamp, account_id, api_key_id, endpoint, provider, model, \
      streamed, status, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, \
      reasoning_tokens, latency_ms, ttft_ms, cost_usd, price_version, error_type, source_ip, \
-     tokens_estimated, cache_write_1h_tokens, count";
+     tokens_estimated, cache_write_1h_tokens, count, web_search_calls";
 
 fn usage_from_row(row: &Row) -> rusqlite::Result<UsageRecord> {
     Ok(UsageRecord {
@@ -362,6 +367,7 @@ fn usage_from_row(row: &Row) -> rusqlite::Result<UsageRecord> {
             reasoning_tokens: row.get(13)?,
             estimated: row.get(20)?,
             cache_write_1h_tokens: row.get(21)?,
+            web_search_calls: row.get(23)?,
         },
         count: row.get(22)?,
         latency_ms: row.get(14)?,
@@ -619,7 +625,7 @@ impl UsageStore for EmbeddedStore {
         {
             let mut stmt = tx.prepare_cached(&format!(
                 "INSERT INTO usage ({USAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
-                 ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)
+                 ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)
                  ON CONFLICT (request_id) DO NOTHING"
             ))?;
             for r in rows {
@@ -647,6 +653,7 @@ impl UsageStore for EmbeddedStore {
                     r.usage.estimated,
                     r.usage.cache_write_1h_tokens,
                     r.count,
+                    r.usage.web_search_calls,
                 ])?;
             }
         }

@@ -177,6 +177,8 @@ struct UsageDoc {
     tokens_estimated: bool,
     #[serde(default)]
     cache_write_1h_tokens: i64,
+    #[serde(default)]
+    web_search_calls: i64,
     /// Refusals of one minute stored as one row (absent on ordinary rows: 1).
     #[serde(default = "one", skip_serializing_if = "is_one")]
     count: i64,
@@ -215,6 +217,7 @@ impl From<&UsageRecord> for UsageDoc {
             source_ip: r.source_ip.clone(),
             tokens_estimated: r.usage.estimated,
             cache_write_1h_tokens: r.usage.cache_write_1h_tokens as i64,
+            web_search_calls: r.usage.web_search_calls as i64,
             count: r.count as i64,
         }
     }
@@ -240,6 +243,7 @@ impl From<UsageDoc> for UsageRecord {
                 reasoning_tokens: d.reasoning_tokens.max(0) as u64,
                 estimated: d.tokens_estimated,
                 cache_write_1h_tokens: d.cache_write_1h_tokens.max(0) as u64,
+                web_search_calls: d.web_search_calls.max(0) as u64,
             },
             count: d.count.max(1) as u64,
             latency_ms: d.latency_ms.max(0) as u64,

@@ -41,6 +41,7 @@ impl From<OpenAiUsage> for TokenUsage {
                 .unwrap_or(0),
             cache_write_tokens: 0,
             cache_write_1h_tokens: 0,
+            web_search_calls: 0,
             reasoning_tokens: u
                 .completion_tokens_details
                 .and_then(|d| d.reasoning_tokens)

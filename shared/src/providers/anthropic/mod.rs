@@ -297,6 +297,7 @@ mod tests {
                 cached_tokens: 2048,
                 cache_write_tokens: 10,
                 cache_write_1h_tokens: 0,
+                web_search_calls: 0,
                 reasoning_tokens: 60,
                 estimated: false
             }
@@ -414,6 +415,7 @@ mod tests {
                 cached_tokens: 100,
                 cache_write_tokens: 0,
                 cache_write_1h_tokens: 0,
+                web_search_calls: 0,
                 reasoning_tokens: 0,
                 estimated: false
             }

@@ -66,6 +66,8 @@ impl AnthropicUsage {
                 .and_then(|c| c.ephemeral_1h_input_tokens)
                 .unwrap_or(0)
                 .min(written),
+            // Anthropic's server tools are refused before the call: none ran.
+            web_search_calls: 0,
             reasoning_tokens: self
                 .output_tokens_details
                 .and_then(|d| d.thinking_tokens)

@@ -403,6 +403,7 @@ mod tests {
                 cached_tokens: 1024,
                 cache_write_tokens: 0,
                 cache_write_1h_tokens: 0,
+                web_search_calls: 0,
                 reasoning_tokens: 300,
                 estimated: false
             }
@@ -526,6 +527,7 @@ mod tests {
                 cached_tokens: 4,
                 cache_write_tokens: 0,
                 cache_write_1h_tokens: 0,
+                web_search_calls: 0,
                 reasoning_tokens: 15,
                 estimated: false
             }

@@ -201,6 +201,7 @@ mod tests {
                 cached_tokens: 4,
                 cache_write_tokens: 0,
                 cache_write_1h_tokens: 0,
+                web_search_calls: 0,
                 reasoning_tokens: 2,
                 estimated: false
             }

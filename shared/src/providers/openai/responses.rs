@@ -30,11 +30,34 @@ impl From<ResponsesUsage> for TokenUsage {
     }
 }
 
-/// A `response` object: only its usage is read.
+/// A `response` object: only its usage and its output items' types are read.
 #[derive(Deserialize)]
 struct ResponseProbe {
     #[serde(default)]
     usage: Option<ResponsesUsage>,
+    #[serde(default)]
+    output: Vec<OutputItem>,
+}
+
+#[derive(Deserialize)]
+struct OutputItem {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+impl ResponseProbe {
+    /// The usage to bill: the token counts, and the hosted web searches the output shows.
+    fn usage(self) -> Option<TokenUsage> {
+        let searches = self
+            .output
+            .iter()
+            .filter(|i| i.kind.as_deref() == Some("web_search_call"))
+            .count() as u64;
+        self.usage.map(|u| TokenUsage {
+            web_search_calls: searches,
+            ..TokenUsage::from(u)
+        })
+    }
 }
 
 /// A terminal stream event: the response it carries.
@@ -42,6 +65,25 @@ struct ResponseProbe {
 struct TerminalProbe {
     #[serde(default)]
     response: Option<ResponseProbe>,
+}
+
+/// Whether the request carries OpenAI's hosted web search tool.
+fn has_web_search(body: &RequestBody) -> bool {
+    #[derive(Deserialize)]
+    struct Tool {
+        #[serde(default, rename = "type")]
+        kind: Option<String>,
+    }
+    body.get::<Vec<Tool>>("tools", "an array of tools")
+        .ok()
+        .flatten()
+        .is_some_and(|tools| {
+            tools.iter().any(|t| {
+                t.kind
+                    .as_deref()
+                    .is_some_and(crate::cost_bound::is_web_search)
+            })
+        })
 }
 
 /// The events after which a Responses stream has nothing more to say.
@@ -71,8 +113,7 @@ fn classify(event: Bytes) -> StreamItem {
     let usage = if terminal {
         sse::data(&event)
             .and_then(|data| serde_json::from_slice::<TerminalProbe>(&data).ok())
-            .and_then(|probe| probe.response?.usage)
-            .map(TokenUsage::from)
+            .and_then(|probe| probe.response?.usage())
     } else {
         None
     };
@@ -102,6 +143,10 @@ impl OpenAi {
         let mut body = request.body;
         body.set("model", &model.upstream_model);
         body.set("store", &false);
+        if body.raw("max_tool_calls").is_none() && has_web_search(&body) {
+            // The reservation counted this many searches (`CostBound::responses`): no more may run.
+            body.set("max_tool_calls", &crate::cost_bound::DEFAULT_WEB_SEARCHES);
+        }
         let response = self
             .post(&self.responses_url, body.to_bytes(), request.stream)
             .await?;
@@ -119,8 +164,7 @@ impl OpenAi {
         let body = self.upstream.body(response).await?;
         let usage = serde_json::from_slice::<ResponseProbe>(&body)
             .ok()
-            .and_then(|p| p.usage)
-            .map(TokenUsage::from);
+            .and_then(ResponseProbe::usage);
         Ok(Reply::Complete { body, usage })
     }
 

@@ -239,6 +239,7 @@ mod tests {
                 cached_tokens: 100,
                 cache_write_tokens: 0,
                 cache_write_1h_tokens: 0,
+                web_search_calls: 0,
                 reasoning_tokens: 5,
                 estimated: false
             }
@@ -392,6 +393,7 @@ mod tests {
                     cached_tokens: 8,
                     cache_write_tokens: 0,
                     cache_write_1h_tokens: 0,
+                    web_search_calls: 0,
                     reasoning_tokens: 0,
                     estimated: false
                 }
