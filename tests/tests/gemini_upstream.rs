@@ -300,9 +300,16 @@ async fn embeddings_use_batch_embed_contents_with_estimated_tokens() {
             {"object": "embedding", "index": 1, "embedding": [3.0, 0.5, -0.25, 0.0]}])
     );
     assert_eq!(
-        body["usage"],
-        json!({"prompt_tokens": 4, "total_tokens": 4}),
+        (
+            &body["usage"]["prompt_tokens"],
+            &body["usage"]["total_tokens"]
+        ),
+        (&json!(4), &json!(4)),
         "14 characters ≈ 4 tokens"
+    );
+    assert!(
+        body["usage"]["cost"].as_f64().unwrap() > 0.0,
+        "the answer says what it cost"
     );
     let sent = &s.upstream.received()[0];
     assert_eq!(

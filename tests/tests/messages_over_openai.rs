@@ -59,6 +59,17 @@ fn ask(stream: bool) -> Value {
         "messages": [{"role": "user", "content": "hello there"}]})
 }
 
+/// Takes the gateway's `cost` and `price_version` out of a usage object (for comparing the rest with the
+/// provider's figures), returning the cost.
+fn without_cost(usage: &mut Value) -> f64 {
+    let usage = usage.as_object_mut().expect("a usage object");
+    assert!(usage.remove("price_version").is_some_and(|v| v.is_string()));
+    usage
+        .remove("cost")
+        .and_then(|c| c.as_f64())
+        .expect("a cost")
+}
+
 // The mock counts prompt tokens as words in all messages + 7 ("Be brief." + "hello there" → 11, of
 // which it reports 2 cached), completion tokens as words in "echo: hello there" (3), 1 of them reasoning.
 
@@ -67,7 +78,9 @@ async fn a_message_is_translated_both_ways_and_metered() {
     let s = setup("bridge@example.com").await;
     let response = s.messages(&ask(false)).await;
     assert_eq!(response.status(), 200);
-    let message: Value = response.json().await.unwrap();
+    let mut message: Value = response.json().await.unwrap();
+    let cost = without_cost(&mut message["usage"]);
+    assert!(cost > 0.0, "the answer says what it cost");
     assert_eq!(
         message,
         json!({"id": "msg_chatcmpl-mock123", "type": "message", "role": "assistant", "model": "openai/gpt-4o-mini",
@@ -148,9 +161,13 @@ async fn a_stream_becomes_anthropic_events_and_is_metered() {
         })
         .collect();
     assert_eq!(content, "echo: hello there");
-    let (_, delta) = &events[events.len() - 2];
+    let mut delta = events[events.len() - 2].1.clone();
+    assert!(
+        without_cost(&mut delta["usage"]) > 0.0,
+        "message_delta says what it cost"
+    );
     assert_eq!(
-        delta,
+        &delta,
         &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
             "usage": {"input_tokens": 9, "output_tokens": 3, "cache_read_input_tokens": 2, "cache_creation_input_tokens": 0}})
     );

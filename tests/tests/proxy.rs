@@ -87,6 +87,15 @@ async fn chat_completion_is_forwarded_metered_and_priced() {
         .to_str()
         .unwrap()
         .to_owned();
+    let cost_header: f64 = response.headers()["x-qnp-cost-usd"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let version_header = response.headers()["x-qnp-price-version"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let body: Value = response.json().await.unwrap();
     assert_eq!(
         body["choices"][0]["message"]["content"],
@@ -144,6 +153,12 @@ async fn chat_completion_is_forwarded_metered_and_priced() {
         "{}",
         row.price_version
     );
+    // The answer told the caller the same cost, in its usage and in headers.
+    // The same figure (JSON numbers are read back to within an ulp).
+    assert!((body["usage"]["cost"].as_f64().unwrap() - row.cost_usd).abs() <= 1e-15);
+    assert_eq!(body["usage"]["price_version"], row.price_version.as_str());
+    assert!((cost_header - row.cost_usd).abs() <= 1e-15);
+    assert_eq!(version_header, row.price_version);
 }
 
 #[tokio::test]
@@ -214,6 +229,8 @@ async fn stream_with_usage_request_passes_the_usage_chunk() {
     assert_eq!(usage_chunk["usage"]["prompt_tokens"], 11);
     let row = &s.gateway.usage_rows("carol@example.com", 1).await[0];
     assert_eq!(row.usage.completion_tokens, 3);
+    assert!((usage_chunk["usage"]["cost"].as_f64().unwrap() - row.cost_usd).abs() <= 1e-15);
+    assert_eq!(usage_chunk["model"], "openai/gpt-4o-mini");
     assert_eq!(
         s.upstream.received()[0].body["stream_options"],
         json!({"include_usage": true, "include_obfuscation": false}),

@@ -168,6 +168,12 @@ async fn openai_streams_are_forwarded_event_for_event_and_billed_from_the_termin
         .map(|(_, d)| d["delta"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(text, "echo: stream me please");
+    let (_, completed) = events.last().unwrap();
+    assert_eq!(
+        completed["response"]["model"], "openai/gpt-4o-mini",
+        "the model asked for, not the upstream's name"
+    );
+    let terminal_cost = completed["response"]["usage"]["cost"].as_f64().unwrap();
     let row = &s.gateway.usage_rows(&s.email, 1).await[0];
     assert!(row.streamed);
     assert_eq!(row.endpoint, "/v1/responses");
@@ -177,6 +183,12 @@ async fn openai_streams_are_forwarded_event_for_event_and_billed_from_the_termin
     );
     assert!(!row.usage.estimated);
     assert!(row.ttft_ms.is_some());
+    // The same figure (JSON numbers are read back to within an ulp).
+    assert!(
+        (terminal_cost - row.cost_usd).abs() <= 1e-15,
+        "the terminal event says what the call cost: {terminal_cost} vs {}",
+        row.cost_usd
+    );
 }
 
 #[tokio::test]

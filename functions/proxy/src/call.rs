@@ -19,6 +19,7 @@ use qnp_shared::usage::{TokenUsage, UsageRecord};
 use time::OffsetDateTime;
 
 use crate::Proxy;
+use crate::annotate::{self, Annotation};
 
 /// The key presented with a request: `Authorization: Bearer <key>` (and `x-api-key`, which Anthropic's
 /// clients send).
@@ -249,12 +250,23 @@ impl Call {
         self.requested_model = Some(name);
     }
 
-    /// A reply's bytes (a whole body or one streamed event) naming the model the client asked for.
-    pub fn as_requested(&self, bytes: Bytes) -> Bytes {
-        match &self.requested_model {
-            Some(name) => qnp_shared::wire::rename_model(&bytes, name),
-            None => bytes,
+    /// What to write into bytes of the answer that report `usage` (none: they report none).
+    fn annotation(&self, usage: Option<&TokenUsage>) -> Annotation<'_> {
+        Annotation {
+            model: self.requested_model.as_deref(),
+            cost: usage.zip(self.model.as_ref()).map(|(usage, model)| {
+                (
+                    model.cost_usd(&usage.bounded()),
+                    self.proxy.catalog.version(),
+                )
+            }),
         }
+    }
+
+    /// One streamed event as the client gets it: naming the model it asked for, and the cost of the
+    /// usage the event reports, if it reports any.
+    pub fn present_event(&self, bytes: Bytes, usage: Option<&TokenUsage>) -> Bytes {
+        annotate::event(bytes, &self.annotation(usage))
     }
 
     pub fn set_model(&mut self, model: Arc<Model>, streamed: bool) {
@@ -361,8 +373,20 @@ impl Call {
 
     /// A whole JSON body to the client, with the usage row written without delaying it where possible.
     pub async fn respond(self, body: Bytes, usage: TokenUsage) -> Response {
-        let body = self.as_requested(body);
+        let annotation = self.annotation(Some(&usage));
+        let cost = annotation.cost;
+        let body = annotate::body(body, &annotation);
         let mut response = self.ok_response(Body::empty(), "application/json");
+        if let Some((usd, version)) = cost {
+            // The same figures as the body's usage.cost, for clients that read headers only.
+            let headers = response.headers_mut();
+            if let Ok(value) = HeaderValue::from_str(&usd.to_string()) {
+                headers.insert("x-qnp-cost-usd", value);
+            }
+            if let Ok(value) = HeaderValue::from_str(version) {
+                headers.insert("x-qnp-price-version", value);
+            }
+        }
         *response.body_mut() = if self.proxy.usage.is_inline() {
             // On Lambda the row must be written before the invocation ends: hand the client every byte
             // first, then write, then end the response stream.

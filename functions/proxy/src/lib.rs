@@ -20,6 +20,7 @@ use qnp_shared::routes::{self, Access, Endpoint};
 use qnp_shared::store::Stores;
 use qnp_shared::usage_log::UsageLog;
 
+mod annotate;
 mod call;
 mod chat;
 mod embeddings;

@@ -199,7 +199,7 @@ pub fn respond(call: Call, events: Events, include_usage: bool, api: Api) -> Res
                     meter.complete = last;
                     sent += 1;
                     let bytes = match &meter.call {
-                        Some(call) => call.as_requested(bytes),
+                        Some(call) => call.present_event(bytes, usage.as_ref()),
                         None => bytes,
                     };
                     yield Ok::<Bytes, std::convert::Infallible>(bytes);
