@@ -159,6 +159,34 @@ async fn chat_completion_is_forwarded_metered_and_priced() {
     assert_eq!(body["usage"]["price_version"], row.price_version.as_str());
     assert!((cost_header - row.cost_usd).abs() <= 1e-15);
     assert_eq!(version_header, row.price_version);
+
+    // The call's row by its request id, for its own account only.
+    let lookup = |key: String, query: String| {
+        let http = s.http.clone();
+        let url = format!("{}/v1/generation{query}", s.gateway.url);
+        async move { http.get(url).bearer_auth(key).send().await.unwrap() }
+    };
+    let found = lookup(key.clone(), format!("?id={request_id}")).await;
+    assert_eq!(found.status(), 200);
+    let generation: Value = found.json().await.unwrap();
+    let data = &generation["data"];
+    assert_eq!(data["id"], request_id.as_str());
+    assert_eq!(data["model"], "openai/gpt-4o-mini");
+    assert_eq!(data["tokens_prompt"], 11);
+    assert_eq!(data["tokens_completion"], 3);
+    assert_eq!(data["tokens_cached"], 2);
+    assert_eq!(data["total_cost"].as_f64().unwrap(), row.cost_usd);
+    assert_eq!(data["streamed"], false);
+    assert_eq!(data["cancelled"], false);
+    assert!(data["latency_ms"].is_u64());
+    let other = s.gateway.create_key("mallory@example.com", "free").await;
+    let (status, _) = error_of(lookup(other, format!("?id={request_id}")).await).await;
+    assert_eq!(status, 404, "another account's call is not found");
+    let (status, body) = error_of(lookup(key.clone(), String::new()).await).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["param"], "id");
+    let (status, _) = error_of(lookup(key.clone(), "?id=req_unknown".into()).await).await;
+    assert_eq!(status, 404);
 }
 
 #[tokio::test]

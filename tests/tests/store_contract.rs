@@ -219,6 +219,19 @@ async fn records_contract(store: Arc<dyn RecordStore>) {
     let expected: Vec<UsageRecord> = rows.iter().rev().take(3).cloned().collect();
     assert_eq!(recent, expected);
     assert_eq!(store.recent_usage(&ben.id, 50).await.unwrap().len(), 1);
+    // One call's row, for its own account only.
+    assert_eq!(
+        store.usage_of_request(&ann.id, "req_1").await.unwrap(),
+        rows.iter().find(|r| r.request_id == "req_1").cloned()
+    );
+    assert_eq!(
+        store.usage_of_request(&ben.id, "req_1").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.usage_of_request(&ann.id, "req_none").await.unwrap(),
+        None
+    );
 }
 
 async fn account_rights_contract(store: Arc<dyn RecordStore>) {

@@ -4,12 +4,15 @@
 //! Messages `message.usage` / `message_delta.usage`, a Responses `response.usage`; in a stream, on the
 //! events that report usage (the cost of what they report).
 //!
-//! An event without usage only has its model renamed, by a byte scan (`wire::rename_model`): that is
-//! nearly every streamed event, and it is never parsed. A body or an event that reports usage is parsed,
-//! annotated and written again (its keys in another order, its meaning unchanged): once per answer.
+//! The bytes are edited in place, not parsed and written again: a scan finds the object that carries
+//! the usage (the top level, an Anthropic message_start's `message`, a Responses event's `response`) and,
+//! in it, the `usage` and `model` keys at its own level (never a key inside a tool's arguments or a
+//! client's metadata), and everything else passes as the upstream wrote it. An event without usage only
+//! has its model renamed (`wire::rename_model`): nearly every streamed event.
+
+use std::ops::Range;
 
 use bytes::Bytes;
-use serde_json::{Value, json};
 
 /// What to write into an answer.
 pub struct Annotation<'a> {
@@ -19,73 +22,163 @@ pub struct Annotation<'a> {
     pub cost: Option<(f64, &'a str)>,
 }
 
-/// The object that carries usage (and the model) in each dialect's JSON: the top level (chat
-/// completions and chunks, embeddings, Anthropic messages and message_delta), an Anthropic
-/// message_start's `message`, a Responses event's `response`.
-fn carrier(value: &mut Value) -> Option<&mut Value> {
-    if value.get("usage").is_some_and(Value::is_object) {
-        return Some(value);
-    }
-    for key in ["message", "response"] {
-        if value
-            .get(key)
-            .and_then(|v| v.get("usage"))
-            .is_some_and(Value::is_object)
-        {
-            return value.get_mut(key);
+/// The end of the JSON string that starts at `at` (just past its closing quote).
+fn string_end(json: &[u8], at: usize) -> Option<usize> {
+    let mut i = at + 1;
+    while i < json.len() {
+        match json[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
         }
     }
     None
 }
 
-/// `value` annotated; false when it has no usage object to carry the cost.
-fn annotate_value(value: &mut Value, annotation: &Annotation) -> bool {
-    let Some(carrier) = carrier(value) else {
-        return false;
+/// The end of the JSON value that starts at `at`.
+fn value_end(json: &[u8], at: usize) -> Option<usize> {
+    match json.get(at)? {
+        b'"' => string_end(json, at),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = at;
+            while i < json.len() {
+                match json[i] {
+                    b'"' => {
+                        i = string_end(json, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => {
+            let len = json[at..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())
+                .unwrap_or(json.len() - at);
+            Some(at + len)
+        }
+    }
+}
+
+fn skip_space(json: &[u8], mut i: usize) -> usize {
+    while json.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    i
+}
+
+/// The range of the value of `key` among the members of the object in `object` (its own level only).
+fn member(json: &[u8], object: Range<usize>, key: &str) -> Option<Range<usize>> {
+    let mut i = skip_space(json, object.start);
+    if json.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = skip_space(json, i);
+        if i >= object.end || json.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(json, i)?;
+        let name = &json[i + 1..key_end - 1];
+        i = skip_space(json, key_end);
+        if json.get(i) != Some(&b':') {
+            return None;
+        }
+        let start = skip_space(json, i + 1);
+        let end = value_end(json, start)?;
+        if name == key.as_bytes() {
+            return Some(start..end);
+        }
+        i = skip_space(json, end);
+        if json.get(i) != Some(&b',') {
+            return None;
+        }
+        i += 1;
+    }
+}
+
+/// `json` (one JSON object) with its usage-carrying object annotated, or None when it has no usage
+/// object.
+fn annotated(json: &[u8], annotation: &Annotation) -> Option<Vec<u8>> {
+    let whole = 0..json.len();
+    let carrier = match member(json, whole.clone(), "usage") {
+        Some(usage) if json[usage.start] == b'{' => whole,
+        _ => ["message", "response"].iter().find_map(|key| {
+            let inner = member(json, whole.clone(), key)?;
+            let usage = member(json, inner.clone(), "usage")?;
+            (json[usage.start] == b'{').then_some(inner)
+        })?,
     };
-    if let Some(name) = annotation.model
-        && carrier.get("model").is_some_and(Value::is_string)
-    {
-        carrier["model"] = json!(name);
+    let usage = member(json, carrier.clone(), "usage")?;
+    let (usd, version) = annotation.cost?;
+    let mut insert = format!(
+        "\"cost\":{},\"price_version\":{}",
+        serde_json::to_string(&usd).ok()?,
+        serde_json::to_string(version).ok()?
+    );
+    let after_brace = usage.start + 1;
+    if json[skip_space(json, after_brace)] != b'}' {
+        insert.push(',');
     }
-    if let Some((cost, version)) = annotation.cost {
-        carrier["usage"]["cost"] = json!(cost);
-        carrier["usage"]["price_version"] = json!(version);
+    let model = annotation.model.and_then(|name| {
+        let range = member(json, carrier.clone(), "model")?;
+        (json[range.start] == b'"').then(|| (range, serde_json::to_string(name).ok()))
+    });
+    // Edits from the end backwards, so earlier offsets stay valid.
+    let mut edits: Vec<(Range<usize>, Vec<u8>)> =
+        vec![(after_brace..after_brace, insert.into_bytes())];
+    if let Some((range, Some(name))) = model {
+        edits.push((range, name.into_bytes()));
     }
-    true
+    edits.sort_by_key(|(range, _)| std::cmp::Reverse(range.start));
+    let mut out = json.to_vec();
+    for (range, text) in edits {
+        out.splice(range, text);
+    }
+    Some(out)
 }
 
 /// A whole JSON answer, annotated.
 pub fn body(bytes: Bytes, annotation: &Annotation) -> Bytes {
-    if annotation.cost.is_some()
-        && let Ok(mut value) = serde_json::from_slice::<Value>(&bytes)
-        && annotate_value(&mut value, annotation)
-    {
-        return Bytes::from(serde_json::to_vec(&value).expect("JSON serialises"));
+    match annotated(&bytes, annotation) {
+        Some(out) => Bytes::from(out),
+        None => rename(bytes, annotation),
     }
-    rename(bytes, annotation)
 }
 
-/// One SSE event (with its trailing blank line), annotated.
+/// One SSE event (with its trailing blank line), annotated. The JSON is on the event's `data:` line
+/// (one line, as every provider writes it; an event split over several data lines is only renamed).
 pub fn event(bytes: Bytes, annotation: &Annotation) -> Bytes {
     if annotation.cost.is_some()
-        && let Some(data) = qnp_shared::wire::event_data(&bytes)
-        && let Ok(mut value) = serde_json::from_slice::<Value>(&data)
-        && annotate_value(&mut value, annotation)
+        && let Some(at) = memchr::memmem::find(&bytes, b"data:")
+        && (at == 0 || bytes[at - 1] == b'\n')
     {
-        // The event's other lines (its `event:` name) stay as they were.
-        let mut out = Vec::with_capacity(bytes.len() + 64);
-        for line in bytes.split(|&b| b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if !line.is_empty() && !line.starts_with(b"data:") {
-                out.extend_from_slice(line);
-                out.push(b'\n');
-            }
+        let start = skip_space(&bytes, at + 5);
+        let end = memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |n| start + n);
+        let end = if end > start && bytes[end - 1] == b'\r' {
+            end - 1
+        } else {
+            end
+        };
+        if let Some(json) = annotated(&bytes[start..end], annotation) {
+            let mut out = Vec::with_capacity(bytes.len() + json.len() - (end - start));
+            out.extend_from_slice(&bytes[..start]);
+            out.extend_from_slice(&json);
+            out.extend_from_slice(&bytes[end..]);
+            return Bytes::from(out);
         }
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&serde_json::to_vec(&value).expect("JSON serialises"));
-        out.extend_from_slice(b"\n\n");
-        return Bytes::from(out);
     }
     rename(bytes, annotation)
 }
@@ -99,12 +192,56 @@ fn rename(bytes: Bytes, annotation: &Annotation) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     const PRICED: Annotation = Annotation {
         model: Some("openai/gpt-4o-mini"),
         cost: Some((0.000125, "2026-12-03")),
     };
+
+    #[test]
+    fn only_the_model_and_the_cost_change_byte_for_byte() {
+        let out = body(
+            Bytes::from_static(
+                b"{\n  \"id\": \"c\",\n  \"model\": \"gpt-4o-mini-2024-07-18\",\n  \"usage\": {\n    \"prompt_tokens\": 3\n  },\n  \"metadata\": {\"usage\": {}}\n}",
+            ),
+            &PRICED,
+        );
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "{\n  \"id\": \"c\",\n  \"model\": \"openai/gpt-4o-mini\",\n  \"usage\": {\"cost\":0.000125,\"price_version\":\"2026-12-03\",\n    \"prompt_tokens\": 3\n  },\n  \"metadata\": {\"usage\": {}}\n}"
+        );
+        let empty = body(Bytes::from_static(br#"{"usage":{}}"#), &PRICED);
+        assert_eq!(
+            &empty[..],
+            br#"{"usage":{"cost":0.000125,"price_version":"2026-12-03"}}"#
+        );
+    }
+
+    #[test]
+    fn no_input_makes_it_panic() {
+        use rand::Rng;
+        let sample = br#"{"id":"c","model":"m","choices":[{"message":{"content":"a\"b{"}}],"usage":{"prompt_tokens":3,"x":[1,{"y":"}"}]}}"#;
+        for cut in 0..=sample.len() {
+            let prefix = Bytes::copy_from_slice(&sample[..cut]);
+            let _ = body(prefix.clone(), &PRICED);
+            let mut framed = b"event: x\ndata: ".to_vec();
+            framed.extend_from_slice(&prefix);
+            let _ = event(Bytes::from(framed), &PRICED);
+        }
+        let mut rng = rand::rng();
+        for _ in 0..2_000 {
+            let len = rng.random_range(0..64);
+            let alphabet = b"{}[]\":,\\ usage model data:\n0";
+            let noise: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect();
+            let _ = body(Bytes::from(noise.clone()), &PRICED);
+            let _ = event(Bytes::from(noise), &PRICED);
+        }
+    }
 
     fn json_of(bytes: &[u8]) -> Value {
         serde_json::from_slice(bytes).unwrap()

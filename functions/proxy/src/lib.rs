@@ -24,6 +24,7 @@ mod annotate;
 mod call;
 mod chat;
 mod embeddings;
+mod generation;
 mod messages;
 mod models;
 mod pipeline;
@@ -43,6 +44,8 @@ pub struct Proxy {
     /// How long a subscription with a failed payment keeps its plan.
     pub billing_grace: time::Duration,
     pub usage: UsageLog,
+    /// Where `GET /v1/generation` reads a call's row.
+    pub generations: Arc<dyn qnp_shared::store::UsageStore>,
     pub providers: Providers,
     pub max_body_bytes: usize,
     pub retry_budget: std::time::Duration,
@@ -70,6 +73,7 @@ impl Proxy {
             limiter: RateLimiter::new(stores.counters.clone()),
             budget: Budget::new(stores.counters.clone()),
             billing_grace: config.billing_grace,
+            generations: stores.records.clone(),
             providers,
             max_body_bytes: config.max_body_bytes,
             retry_budget: config.retry_budget,
@@ -100,6 +104,7 @@ pub fn endpoints() -> Vec<Endpoint<Arc<Proxy>>> {
         ),
         Endpoint::new(Method::GET, "/v1/models", ApiKey, models::handle),
         Endpoint::new(Method::GET, "/v1/models/{*id}", ApiKey, models::retrieve),
+        Endpoint::new(Method::GET, "/v1/generation", ApiKey, generation::handle),
         Endpoint::new(
             Method::POST,
             messages::ROUTE.endpoint,

@@ -672,6 +672,20 @@ impl UsageStore for EmbeddedStore {
         })
     }
 
+    async fn usage_of_request(
+        &self,
+        account_id: &str,
+        request_id: &str,
+    ) -> anyhow::Result<Option<UsageRecord>> {
+        self.with(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {USAGE_COLUMNS} FROM usage WHERE request_id = ?1 AND account_id = ?2"
+            ))?
+            .query_row(params![request_id, account_id], usage_from_row)
+            .optional()
+        })
+    }
+
     async fn usage_totals(
         &self,
         account_id: &str,

@@ -120,6 +120,14 @@ pub trait UsageStore: Send + Sync {
     /// The account's most recent usage rows, newest first, at most `limit`.
     async fn recent_usage(&self, account_id: &str, limit: u64) -> anyhow::Result<Vec<UsageRecord>>;
 
+    /// The account's usage row for one request (`GET /v1/generation`); None when there is none, or it is
+    /// another account's.
+    async fn usage_of_request(
+        &self,
+        account_id: &str,
+        request_id: &str,
+    ) -> anyhow::Result<Option<UsageRecord>>;
+
     /// Per-day, per-model totals of the account's usage in `[from, to)`, computed by the database.
     async fn usage_totals(
         &self,

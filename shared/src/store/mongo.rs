@@ -723,6 +723,18 @@ impl UsageStore for MongoStore {
         Ok(docs.into_iter().map(Into::into).collect())
     }
 
+    async fn usage_of_request(
+        &self,
+        account_id: &str,
+        request_id: &str,
+    ) -> anyhow::Result<Option<UsageRecord>> {
+        let doc = self
+            .usage
+            .find_one(doc! {"_id": request_id, "account_id": account_id})
+            .await?;
+        Ok(doc.map(Into::into))
+    }
+
     async fn usage_totals(
         &self,
         account_id: &str,
