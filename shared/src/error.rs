@@ -143,6 +143,12 @@ impl GatewayError {
         GatewayError::Internal(err.into())
     }
 
+    /// A model the catalog does not have, named as the client sent it but at most 200 characters long
+    /// (the name is input: an error must not echo a megabyte of it).
+    pub fn unknown_model(name: &str) -> Self {
+        GatewayError::UnknownModel(name.chars().take(200).collect())
+    }
+
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         GatewayError::InvalidField {
             field: field.into(),

@@ -525,6 +525,17 @@ async fn bad_requests_get_clear_errors_and_are_never_forwarded() {
     )
     .await;
     assert_eq!(status, 404, "as OpenAI answers a model that does not exist");
+    // A model name is input: the error names it, but never more than 200 characters of it.
+    let long = format!("openai/{}", "x".repeat(100_000));
+    let (status, long_body) = error_of(
+        s.post("/v1/chat/completions", &key, chat_body(&long, "x"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(long_body["error"]["message"].as_str().unwrap().len() < 500);
     assert_eq!(body["error"]["code"], "model_not_found");
     assert!(
         body["error"]["message"]
@@ -592,7 +603,7 @@ async fn bad_requests_get_clear_errors_and_are_never_forwarded() {
         "nothing invalid reached the upstream"
     );
     // Refusals after authentication are metered as failures with their error type.
-    let rows = s.gateway.usage_calls("frank@example.com", 8).await;
+    let rows = s.gateway.usage_calls("frank@example.com", 9).await;
     assert!(
         rows.iter()
             .all(|r| r.status >= 400 && r.error_type.is_some() && r.cost_usd == 0.0)

@@ -91,6 +91,6 @@ pub async fn retrieve(State(proxy): State<Arc<Proxy>>, request: Request) -> Resp
     {
         Some(model) => call.ok_response(Body::from(entry(model).to_string()), "application/json"),
         // A lookup, not a call: answered without a usage row, like the list.
-        None => call.error_response(GatewayError::UnknownModel(id.chars().take(200).collect())),
+        None => call.error_response(GatewayError::unknown_model(&id)),
     }
 }

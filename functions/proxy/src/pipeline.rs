@@ -148,7 +148,7 @@ async fn run(
         .catalog
         .get(&checked.model)
         .cloned()
-        .ok_or_else(|| GatewayError::UnknownModel(checked.model.clone()))?;
+        .ok_or_else(|| GatewayError::unknown_model(&checked.model))?;
     call.set_model(model.clone(), checked.stream);
     call.set_requested_model(checked.model.clone());
     if model.kind != route.model_kind {

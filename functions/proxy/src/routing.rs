@@ -33,7 +33,7 @@ pub fn candidates(
             .catalog
             .get(&name)
             .cloned()
-            .ok_or_else(|| GatewayError::UnknownModel(name.clone()))?;
+            .ok_or_else(|| GatewayError::unknown_model(&name))?;
         if candidate.kind != ModelKind::Chat {
             return Err(GatewayError::field(
                 "models",
