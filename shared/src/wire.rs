@@ -124,53 +124,6 @@ pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {
     out
 }
 
-/// `json` with the value of its first `"model"` key replaced by `name` (JSON-encoded), or unchanged
-/// when it has none, it already says `name`, or the value is not a string. Replies name their model
-/// before anything that could hold a nested `"model"` key (a chat completion's `choices`, a response's
-/// `output`, a message's `content`), and a key inside a JSON string is escaped, so the first is the
-/// reply's own. Upstreams answer with their name (`gpt-4o-mini-2024-07-18`); the client is told the
-/// name it asked for. A scan, not a parse: it runs on every streamed event.
-pub fn rename_model(json: &Bytes, name: &str) -> Bytes {
-    const KEY: &[u8] = b"\"model\"";
-    let Some(at) = memchr::memmem::find(json, KEY) else {
-        return json.clone();
-    };
-    let mut i = at + KEY.len();
-    let skip_space = |i: &mut usize| {
-        while json.get(*i).is_some_and(|b| b.is_ascii_whitespace()) {
-            *i += 1;
-        }
-    };
-    skip_space(&mut i);
-    if json.get(i) != Some(&b':') {
-        return json.clone();
-    }
-    i += 1;
-    skip_space(&mut i);
-    if json.get(i) != Some(&b'"') {
-        return json.clone();
-    }
-    let start = i;
-    let mut end = start + 1;
-    loop {
-        match json.get(end) {
-            None => return json.clone(),
-            Some(b'\\') => end += 2,
-            Some(b'"') => break,
-            Some(_) => end += 1,
-        }
-    }
-    let encoded = serde_json::to_string(name).expect("a string serialises");
-    if &json[start..=end] == encoded.as_bytes() {
-        return json.clone();
-    }
-    let mut out = Vec::with_capacity(json.len() + encoded.len());
-    out.extend_from_slice(&json[..start]);
-    out.extend_from_slice(encoded.as_bytes());
-    out.extend_from_slice(&json[end + 1..]);
-    Bytes::from(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,30 +153,5 @@ mod tests {
         let body = RequestBody::parse(br#"{"stream":"yes"}"#).unwrap();
         let err = body.get::<bool>("stream", "a boolean").unwrap_err();
         assert!(err.to_string().contains("'stream'"));
-    }
-
-    #[test]
-    fn rename_model_replaces_the_first_model_value_only() {
-        let chunk = Bytes::from_static(
-            br#"data: {"id":"c","model":"gpt-4o-mini-2024-07-18","choices":[{"delta":{"content":"\"model\": x"}}]}"#,
-        );
-        assert_eq!(
-            &rename_model(&chunk, "openai/gpt-4o-mini")[..],
-            br#"data: {"id":"c","model":"openai/gpt-4o-mini","choices":[{"delta":{"content":"\"model\": x"}}]}"#
-        );
-        let spaced = Bytes::from_static(b"{\n  \"model\" : \"a\\\"b\",\n  \"n\": 1}");
-        assert_eq!(
-            &rename_model(&spaced, "x")[..],
-            b"{\n  \"model\" : \"x\",\n  \"n\": 1}"
-        );
-        for unchanged in [
-            &br#"{"object":"list"}"#[..],
-            br#"{"model":null}"#,
-            br#"{"model":"openai/m"}"#,
-            br#"{"model":"unterminated"#,
-        ] {
-            let bytes = Bytes::copy_from_slice(unchanged);
-            assert_eq!(rename_model(&bytes, "openai/m"), bytes);
-        }
     }
 }

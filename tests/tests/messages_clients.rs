@@ -134,18 +134,21 @@ async fn count_tokens_asks_anthropic_or_estimates_and_is_never_billed() {
     assert_eq!(sent.body["model"], "claude-sonnet-4-5");
     assert_eq!(sent.headers["anthropic-beta"], BETAS);
 
+    let estimate_body = json!({"model": "openai/gpt-4o-mini",
+        "messages": [{"role": "user", "content": "how many tokens is this"}]});
     let response = s
         .claude(reqwest::Method::POST, "/v1/messages/count_tokens")
-        .json(&json!({"model": "openai/gpt-4o-mini",
-            "messages": [{"role": "user", "content": "how many tokens is this"}]}))
+        .json(&estimate_body)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
     let estimated: Value = response.json().await.unwrap();
-    assert!(
-        estimated["input_tokens"].as_u64().unwrap() > 0,
-        "an estimate in the same shape: {estimated}"
+    let bytes = serde_json::to_vec(&estimate_body).unwrap().len();
+    assert_eq!(
+        estimated,
+        json!({"input_tokens": qnp_shared::usage::TokenUsage::estimate(bytes, 0).prompt_tokens}),
+        "the gateway's estimate (about four bytes a token), in Anthropic's shape"
     );
     assert!(
         s.openai.received().is_empty(),

@@ -7,8 +7,8 @@
 //! The bytes are edited in place, not parsed and written again: a scan finds the object that carries
 //! the usage (the top level, an Anthropic message_start's `message`, a Responses event's `response`) and,
 //! in it, the `usage` and `model` keys at its own level (never a key inside a tool's arguments or a
-//! client's metadata), and everything else passes as the upstream wrote it. An event without usage only
-//! has its model renamed (`wire::rename_model`): nearly every streamed event.
+//! client's metadata), and everything else passes as the upstream wrote it. An event whose model is
+//! already the asked name and that reports no usage is not copied at all.
 
 use std::ops::Range;
 
@@ -109,39 +109,57 @@ fn member(json: &[u8], object: Range<usize>, key: &str) -> Option<Range<usize>> 
     }
 }
 
-/// `json` (one JSON object) with its usage-carrying object annotated, or None when it has no usage
-/// object.
-fn annotated(json: &[u8], annotation: &Annotation) -> Option<Vec<u8>> {
+/// The object that carries the reply's model and usage: the top level (chat completions and chunks,
+/// embeddings, Anthropic messages and message_delta), an Anthropic message_start's `message`, a Responses
+/// event's `response`; the first of them that has either key.
+fn carrier(json: &[u8]) -> Option<Range<usize>> {
     let whole = 0..json.len();
-    let carrier = match member(json, whole.clone(), "usage") {
-        Some(usage) if json[usage.start] == b'{' => whole,
-        _ => ["message", "response"].iter().find_map(|key| {
-            let inner = member(json, whole.clone(), key)?;
-            let usage = member(json, inner.clone(), "usage")?;
-            (json[usage.start] == b'{').then_some(inner)
-        })?,
+    let carries = |object: &Range<usize>| {
+        member(json, object.clone(), "model").is_some()
+            || member(json, object.clone(), "usage").is_some()
     };
-    let usage = member(json, carrier.clone(), "usage")?;
-    let (usd, version) = annotation.cost?;
-    let mut insert = format!(
-        "\"cost\":{},\"price_version\":{}",
-        serde_json::to_string(&usd).ok()?,
-        serde_json::to_string(version).ok()?
-    );
-    let after_brace = usage.start + 1;
-    if json[skip_space(json, after_brace)] != b'}' {
-        insert.push(',');
+    if carries(&whole) {
+        return Some(whole);
     }
-    let model = annotation.model.and_then(|name| {
-        let range = member(json, carrier.clone(), "model")?;
-        (json[range.start] == b'"').then(|| (range, serde_json::to_string(name).ok()))
-    });
+    ["message", "response"].iter().find_map(|key| {
+        let inner = member(json, whole.clone(), key)?;
+        (json[inner.start] == b'{' && carries(&inner)).then_some(inner)
+    })
+}
+
+/// `json` (one JSON object) with the asked model and the cost written in, or None when nothing changes:
+/// the model is already the asked name (or absent), and there is no cost or no usage object for it.
+fn annotated(json: &[u8], annotation: &Annotation) -> Option<Vec<u8>> {
+    let carrier = carrier(json)?;
+    let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
+    if let Some(name) = annotation.model
+        && let Some(range) = member(json, carrier.clone(), "model")
+        && json[range.start] == b'"'
+    {
+        let name = serde_json::to_string(name).ok()?;
+        if json[range.clone()] != *name.as_bytes() {
+            edits.push((range, name.into_bytes()));
+        }
+    }
+    if let Some((usd, version)) = annotation.cost
+        && let Some(usage) = member(json, carrier, "usage")
+        && json[usage.start] == b'{'
+    {
+        let mut insert = format!(
+            "\"cost\":{},\"price_version\":{}",
+            serde_json::to_string(&usd).ok()?,
+            serde_json::to_string(version).ok()?
+        );
+        let after_brace = usage.start + 1;
+        if json[skip_space(json, after_brace)] != b'}' {
+            insert.push(',');
+        }
+        edits.push((after_brace..after_brace, insert.into_bytes()));
+    }
+    if edits.is_empty() {
+        return None;
+    }
     // Edits from the end backwards, so earlier offsets stay valid.
-    let mut edits: Vec<(Range<usize>, Vec<u8>)> =
-        vec![(after_brace..after_brace, insert.into_bytes())];
-    if let Some((range, Some(name))) = model {
-        edits.push((range, name.into_bytes()));
-    }
     edits.sort_by_key(|(range, _)| std::cmp::Reverse(range.start));
     let mut out = json.to_vec();
     for (range, text) in edits {
@@ -154,38 +172,33 @@ fn annotated(json: &[u8], annotation: &Annotation) -> Option<Vec<u8>> {
 pub fn body(bytes: Bytes, annotation: &Annotation) -> Bytes {
     match annotated(&bytes, annotation) {
         Some(out) => Bytes::from(out),
-        None => rename(bytes, annotation),
+        None => bytes,
     }
 }
 
 /// One SSE event (with its trailing blank line), annotated. The JSON is on the event's `data:` line
-/// (one line, as every provider writes it; an event split over several data lines is only renamed).
+/// (one line, as every provider writes it; an event split over several data lines passes unchanged).
 pub fn event(bytes: Bytes, annotation: &Annotation) -> Bytes {
-    if annotation.cost.is_some()
-        && let Some(at) = memchr::memmem::find(&bytes, b"data:")
-        && (at == 0 || bytes[at - 1] == b'\n')
-    {
-        let start = skip_space(&bytes, at + 5);
-        let end = memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |n| start + n);
-        let end = if end > start && bytes[end - 1] == b'\r' {
-            end - 1
-        } else {
-            end
-        };
-        if let Some(json) = annotated(&bytes[start..end], annotation) {
+    let Some(at) =
+        memchr::memmem::find(&bytes, b"data:").filter(|&at| at == 0 || bytes[at - 1] == b'\n')
+    else {
+        return bytes;
+    };
+    let start = skip_space(&bytes, at + 5);
+    let end = memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |n| start + n);
+    let end = if end > start && bytes[end - 1] == b'\r' {
+        end - 1
+    } else {
+        end
+    };
+    match annotated(&bytes[start..end], annotation) {
+        Some(json) => {
             let mut out = Vec::with_capacity(bytes.len() + json.len() - (end - start));
             out.extend_from_slice(&bytes[..start]);
             out.extend_from_slice(&json);
             out.extend_from_slice(&bytes[end..]);
-            return Bytes::from(out);
+            Bytes::from(out)
         }
-    }
-    rename(bytes, annotation)
-}
-
-fn rename(bytes: Bytes, annotation: &Annotation) -> Bytes {
-    match annotation.model {
-        Some(name) => qnp_shared::wire::rename_model(&bytes, name),
         None => bytes,
     }
 }
@@ -218,6 +231,44 @@ mod tests {
             &empty[..],
             br#"{"usage":{"cost":0.000125,"price_version":"2026-12-03"}}"#
         );
+    }
+
+    #[test]
+    fn only_the_replys_own_model_is_renamed() {
+        let renamed = Annotation {
+            model: Some("openai/gpt-4o-mini"),
+            cost: None,
+        };
+        let chunk = Bytes::from_static(
+            br#"data: {"id":"c","model":"gpt-4o-mini-2024-07-18","choices":[{"delta":{"content":"\"model\": x"}}]}"#,
+        );
+        assert_eq!(
+            &event(chunk, &renamed)[..],
+            br#"data: {"id":"c","model":"openai/gpt-4o-mini","choices":[{"delta":{"content":"\"model\": x"}}]}"#
+        );
+        let spaced = Bytes::from_static(b"{\n  \"model\" : \"a\\\"b\",\n  \"n\": 1}");
+        assert_eq!(
+            &body(spaced, &renamed)[..],
+            b"{\n  \"model\" : \"openai/gpt-4o-mini\",\n  \"n\": 1}"
+        );
+        // A Responses event names its model inside `response`.
+        let created = Bytes::from_static(
+            b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"model\":\"gpt-4o-mini\",\"usage\":null}}\n\n",
+        );
+        assert!(
+            std::str::from_utf8(&event(created, &renamed))
+                .unwrap()
+                .contains(r#""response":{"model":"openai/gpt-4o-mini","usage":null}"#)
+        );
+        for unchanged in [
+            &br#"{"object":"list"}"#[..],
+            br#"{"model":null}"#,
+            br#"{"model":"openai/gpt-4o-mini"}"#,
+            br#"{"model":"unterminated"#,
+        ] {
+            let bytes = Bytes::copy_from_slice(unchanged);
+            assert_eq!(body(bytes.clone(), &renamed), bytes);
+        }
     }
 
     #[test]

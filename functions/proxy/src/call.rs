@@ -187,7 +187,7 @@ impl Call {
         candidates: &[Arc<Model>],
         bound: &CostBound,
     ) -> Result<Option<u64>, GatewayError> {
-        let plan = self.plan().clone();
+        let plan = self.plan();
         if plan.tokens_per_minute.is_none() && plan.monthly_spend_cap_usd.is_none() {
             return Ok(None);
         }
@@ -237,7 +237,7 @@ impl Call {
             .reserve(
                 &self.key.key_id,
                 &self.key.account_id,
-                &plan,
+                plan,
                 worst,
                 self.timestamp,
             )
