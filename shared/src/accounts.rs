@@ -71,29 +71,38 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_used_at: Option<OffsetDateTime>,
+    /// What the key may do below its plan.
+    #[serde(default)]
+    pub controls: crate::key_controls::KeyControls,
+    /// The secret this key had before its last rotation, still accepted until its grace period ends.
+    #[serde(default)]
+    pub previous: Option<PreviousSecret>,
+}
+
+/// A rotated-out secret: its bcrypt hash, accepted until `valid_until`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviousSecret {
+    pub hash: String,
+    /// When the rotation happened.
+    #[serde(with = "time::serde::rfc3339")]
+    pub rotated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub valid_until: OffsetDateTime,
 }
 
 impl ApiKeyRecord {
+    /// The previous secret while its grace period lasts.
+    pub fn previous_in_grace(&self, now: OffsetDateTime) -> Option<&PreviousSecret> {
+        self.previous.as_ref().filter(|p| p.valid_until > now)
+    }
+
     /// What a user sees to recognise a key: its non-secret beginning.
     pub fn prefix(&self) -> String {
         format!("{}{}_", crate::ids::KEY_PREFIX, self.key_id)
     }
 }
 
-/// A key's name as given: trimmed, empty meaning none, at most 100 characters, and no control characters
-/// (names are printed on operators' terminals). The error says what is wrong.
-pub fn key_name(name: Option<String>) -> Result<Option<String>, String> {
-    let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
-    if let Some(n) = &name {
-        if n.chars().count() > 100 {
-            return Err("'name' must be at most 100 characters".into());
-        }
-        if n.chars().any(char::is_control) {
-            return Err("'name' must not contain control characters".into());
-        }
-    }
-    Ok(name)
-}
+pub use crate::key_controls::key_name;
 
 /// Text from the store made safe to print on a terminal: control characters (escape sequences, a
 /// carriage return that rewrites the line) are shown escaped instead of interpreted.

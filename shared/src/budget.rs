@@ -60,6 +60,8 @@ struct TokensHeld {
 pub struct Reservation {
     tokens: Option<TokensHeld>,
     spend: Option<Held>,
+    /// Against the key's own monthly spend limit, when it has one.
+    key_spend: Option<Held>,
 }
 
 /// How many minutes ahead an excess may be carried (an hour): bounds a settle's work; a call that used
@@ -68,7 +70,7 @@ const MAX_CARRY_WINDOWS: usize = 60;
 
 impl Reservation {
     pub fn is_empty(&self) -> bool {
-        self.tokens.is_none() && self.spend.is_none()
+        self.tokens.is_none() && self.spend.is_none() && self.key_spend.is_none()
     }
 }
 
@@ -102,6 +104,15 @@ pub fn spend_counter_key(account_id: &str, now: OffsetDateTime) -> String {
     )
 }
 
+/// The counter holding one key's spend in the month containing `now` (kept for keys with a limit).
+pub fn key_spend_counter_key(key_id: &str, now: OffsetDateTime) -> String {
+    format!(
+        "keyspend#{key_id}#{:04}-{:02}",
+        now.year(),
+        u8::from(now.month())
+    )
+}
+
 fn token_counter_key(key_id: &str, now: OffsetDateTime) -> (String, i64) {
     let window_start = now.unix_timestamp().div_euclid(WINDOW_SECS) * WINDOW_SECS;
     (window_counter(key_id, window_start), window_start)
@@ -115,6 +126,7 @@ fn window_counter(key_id: &str, window_start: i64) -> String {
 pub fn counter_prefixes(account_id: &str, key_ids: &[String]) -> Vec<String> {
     std::iter::once(format!("spend#{account_id}#"))
         .chain(key_ids.iter().map(|k| format!("tpm#{k}#")))
+        .chain(key_ids.iter().map(|k| format!("keyspend#{k}#")))
         .collect()
 }
 
@@ -124,12 +136,14 @@ impl Budget {
     }
 
     /// Reserves the call's worst case against the plan's token limit and spend cap (whichever the plan
-    /// has), or refuses it: 429 when the minute's tokens are used up, 402 when the month's spend is.
+    /// has) and the key's own monthly spend limit (if it has one), or refuses it: 429 when the minute's
+    /// tokens are used up, 402 when the month's spend is (naming whose limit).
     pub async fn reserve(
         &self,
         key_id: &str,
         account_id: &str,
         plan: &Plan,
+        key_limit_usd: Option<f64>,
         worst: WorstCase,
         now: OffsetDateTime,
     ) -> Result<Reservation, GatewayError> {
@@ -211,7 +225,64 @@ impl Budget {
                 }
             }
         }
+        if let Some(limit_usd) = key_limit_usd {
+            let counter = key_spend_counter_key(key_id, now);
+            let resets = next_month_start(now);
+            let expires_at = resets.unix_timestamp() + EXPIRY_GRACE_SECS;
+            let amount = nanos(worst.cost_usd);
+            let outcome = self
+                .add(&counter, amount, nanos(limit_usd), expires_at)
+                .await;
+            match outcome {
+                Ok(CounterOutcome::Admitted { .. }) => {
+                    reservation.key_spend = Some(Held {
+                        counter,
+                        amount,
+                        expires_at,
+                    });
+                }
+                Ok(CounterOutcome::Refused) | Err(_) => {
+                    self.settle(&reservation, 0, 0.0).await;
+                    outcome?;
+                    let spent = self.key_spent(key_id, now).await.unwrap_or(limit_usd);
+                    return Err(key_limit_error(limit_usd, spent, worst.cost_usd, resets));
+                }
+            }
+        }
         Ok(reservation)
+    }
+
+    /// The key's spend this month in USD as its limit counts it (reservations in flight included).
+    pub async fn key_spent(&self, key_id: &str, now: OffsetDateTime) -> anyhow::Result<f64> {
+        let nanos = self
+            .counters
+            .get(&key_spend_counter_key(key_id, now))
+            .await?;
+        Ok(nanos as f64 / NANOS_PER_USD)
+    }
+
+    /// Makes the key's spend counter for this month hold at least `spent_usd` (what its usage rows
+    /// sum to): a limit set in the middle of a month counts what the key spent before it was set.
+    pub async fn count_key_spend_from(
+        &self,
+        key_id: &str,
+        spent_usd: f64,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        let counter = key_spend_counter_key(key_id, now);
+        let current = self.counters.get(&counter).await?;
+        let missing = nanos(spent_usd).saturating_sub(current);
+        if missing > 0 {
+            let expires_at = next_month_start(now).unix_timestamp() + EXPIRY_GRACE_SECS;
+            self.counters
+                .adjust(
+                    &counter,
+                    i64::try_from(missing).unwrap_or(i64::MAX),
+                    expires_at,
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     async fn add(
@@ -230,7 +301,10 @@ impl Budget {
     /// Replaces the reservation with what the call really used. A failure is logged, not returned: the
     /// call has been answered, and the error only ever overstates what was spent.
     pub async fn settle(&self, reservation: &Reservation, tokens: u64, cost_usd: f64) {
-        if let Some(spend) = &reservation.spend {
+        for spend in [&reservation.spend, &reservation.key_spend]
+            .into_iter()
+            .flatten()
+        {
             self.adjust_to(spend, nanos(cost_usd)).await;
         }
         let Some(window) = &reservation.tokens else {
@@ -353,6 +427,34 @@ fn spend_cap_error(
         )
     };
     GatewayError::PaymentRequired(message)
+}
+
+fn key_limit_error(
+    limit_usd: f64,
+    spent_usd: f64,
+    request_usd: f64,
+    resets: OffsetDateTime,
+) -> GatewayError {
+    let message = if request_usd > limit_usd - spent_usd && spent_usd + 1e-9 < limit_usd {
+        format!(
+            "this request could cost up to ${request_usd:.4} (its prompt plus max_tokens at the model's \
+             price), more than the ${:.4} left of this key's own ${limit_usd:.2} monthly spend limit; \
+             lower max_tokens, or raise the key's limit",
+            (limit_usd - spent_usd).max(0.0)
+        )
+    } else {
+        format!(
+            "this key's own monthly spend limit is reached: ${spent_usd:.2} of ${limit_usd:.2} used this \
+             month; it resets on {:04}-{:02}-{:02} (UTC), or raise the key's limit",
+            resets.year(),
+            u8::from(resets.month()),
+            resets.day()
+        )
+    };
+    GatewayError::KeyControl {
+        control: crate::error::KeyControl::MonthlySpend,
+        message,
+    }
 }
 
 #[cfg(test)]

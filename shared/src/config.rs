@@ -218,6 +218,8 @@ pub struct Config {
     pub key_cache_ttl: Duration,
     /// bcrypt work factor for new API keys.
     pub bcrypt_cost: u32,
+    /// How long a rotated key's old secret keeps working unless the rotation asks otherwise.
+    pub key_rotation_grace: time::Duration,
     /// Total time retries and fallbacks may add before the first byte reaches the client.
     pub retry_budget: Duration,
     /// How long a stream whose client went away is still read, to record the provider's usage.
@@ -370,6 +372,7 @@ impl Config {
             upstream_idle_timeout: env.secs("QNP_UPSTREAM_IDLE_TIMEOUT_SECS", 120.0, DAY)?,
             key_cache_ttl: Duration::from_secs(key_cache_secs),
             bcrypt_cost: bcrypt_cost(env)?,
+            key_rotation_grace: key_rotation_grace(env)?,
             retry_budget: env.secs("QNP_RETRY_BUDGET_SECS", 15.0, DAY)?,
             disconnect_drain: env.secs("QNP_DISCONNECT_DRAIN_SECS", 60.0, DAY)?,
             google: google(env)?,
@@ -468,6 +471,21 @@ fn billing_grace(env: &Env) -> Result<time::Duration, ConfigError> {
         });
     }
     Ok(time::Duration::seconds_f64(days * 86_400.0))
+}
+
+/// The longest grace period a key rotation may give the old secret.
+pub const MAX_ROTATION_GRACE: time::Duration = time::Duration::days(30);
+
+fn key_rotation_grace(env: &Env) -> Result<time::Duration, ConfigError> {
+    let hours: f64 = env.parse("QNP_KEY_ROTATION_GRACE_HOURS", 24.0)?;
+    let max = MAX_ROTATION_GRACE.whole_hours() as f64;
+    if !(0.0..=max).contains(&hours) {
+        return Err(ConfigError::Malformed {
+            variable: "QNP_KEY_ROTATION_GRACE_HOURS".into(),
+            reason: format!("{hours} is outside 0..={max} hours"),
+        });
+    }
+    Ok(time::Duration::seconds_f64(hours * 3600.0))
 }
 
 fn usage_retention_days(env: &Env) -> Result<i64, ConfigError> {

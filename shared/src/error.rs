@@ -31,6 +31,12 @@ pub enum GatewayError {
     InvalidKey,
     #[error("this API key has been revoked")]
     RevokedKey,
+    /// One of the key's own controls refused the call; `message` names it.
+    #[error("{message}")]
+    KeyControl {
+        control: KeyControl,
+        message: String,
+    },
     #[error("sign in first: the session is missing, expired or ended")]
     NotSignedIn,
     #[error("{0}")]
@@ -103,6 +109,19 @@ pub enum GatewayError {
     Internal(#[source] anyhow::Error),
 }
 
+/// The per-key control that refused a call (see `key_controls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyControl {
+    /// The key's expiry has passed: 401 `key_expired`.
+    Expiry,
+    /// The model is outside the key's allowlist: 403 `model_not_allowed`.
+    Models,
+    /// The key's own requests-per-minute limit: 429 `key_rate_limit_exceeded`, with Retry-After.
+    RequestsPerMinute { retry_after_secs: u64 },
+    /// The key's own monthly spend limit: 402 `key_spend_limit_reached`.
+    MonthlySpend,
+}
+
 /// Which API's error shape a route speaks: OpenAI's everywhere but `/v1/messages`, which answers like
 /// Anthropic so its SDKs raise their own error types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +184,12 @@ impl GatewayError {
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             MissingKey | InvalidKey | RevokedKey | NotSignedIn => StatusCode::UNAUTHORIZED,
+            KeyControl { control, .. } => match control {
+                self::KeyControl::Expiry => StatusCode::UNAUTHORIZED,
+                self::KeyControl::Models => StatusCode::FORBIDDEN,
+                self::KeyControl::RequestsPerMinute { .. } => StatusCode::TOO_MANY_REQUESTS,
+                self::KeyControl::MonthlySpend => StatusCode::PAYMENT_REQUIRED,
+            },
             Forbidden(_) => StatusCode::FORBIDDEN,
             Conflict(_) => StatusCode::CONFLICT,
             BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -193,6 +218,12 @@ impl GatewayError {
             BodyTooLarge { .. } => "request_too_large",
             RequestTimeout => "request_timeout",
             MissingKey | InvalidKey | RevokedKey | NotSignedIn => "authentication_error",
+            KeyControl { control, .. } => match control {
+                self::KeyControl::Expiry => "authentication_error",
+                self::KeyControl::Models => "permission_error",
+                self::KeyControl::RequestsPerMinute { .. } => "rate_limit_exceeded",
+                self::KeyControl::MonthlySpend => "insufficient_quota",
+            },
             Forbidden(_) => "permission_error",
             Conflict(_) => "conflict",
             BadRequest(_) => "invalid_request_error",
@@ -226,6 +257,7 @@ impl GatewayError {
             | MissingKey
             | InvalidKey
             | RevokedKey
+            | KeyControl { .. }
             | NotSignedIn
             | Forbidden(_)
             | Conflict(_)
@@ -253,6 +285,12 @@ impl GatewayError {
         match self {
             InvalidKey | MissingKey => Some("invalid_api_key"),
             RevokedKey => Some("revoked_api_key"),
+            KeyControl { control, .. } => Some(match control {
+                self::KeyControl::Expiry => "key_expired",
+                self::KeyControl::Models => "model_not_allowed",
+                self::KeyControl::RequestsPerMinute { .. } => "key_rate_limit_exceeded",
+                self::KeyControl::MonthlySpend => "key_spend_limit_reached",
+            }),
             UnknownModel(_) => Some("model_not_found"),
             RateLimited { .. } | TokenRateLimited { .. } => Some("rate_limit_exceeded"),
             PaymentRequired(_) => Some("spend_cap_reached"),
@@ -265,6 +303,10 @@ impl GatewayError {
         match self {
             GatewayError::InvalidField { field, .. } => Some(field),
             GatewayError::UnknownModel(_) => Some("model"),
+            GatewayError::KeyControl {
+                control: KeyControl::Models,
+                ..
+            } => Some("model"),
             _ => None,
         }
     }
@@ -361,6 +403,10 @@ impl IntoResponse for GatewayError {
         }
         | GatewayError::Busy {
             retry_after_secs, ..
+        }
+        | GatewayError::KeyControl {
+            control: KeyControl::RequestsPerMinute { retry_after_secs },
+            ..
         } = self
         {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));

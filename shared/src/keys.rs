@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use crate::accounts::ApiKeyRecord;
+use crate::accounts::{ApiKeyRecord, PreviousSecret};
 use crate::error::GatewayError;
 use crate::store::{AccountStore, KeyStore};
 
@@ -61,6 +61,37 @@ pub fn generate(
             created_at: now,
             revoked_at: None,
             last_used_at: None,
+            controls: Default::default(),
+            previous: None,
+        },
+    })
+}
+
+pub use crate::config::MAX_ROTATION_GRACE;
+
+/// A key's new secret: the plaintext (shown once), its hash, and the old secret kept for the grace
+/// period.
+pub struct Rotation {
+    pub plaintext: String,
+    pub new_hash: String,
+    pub previous: PreviousSecret,
+}
+
+/// Makes a new secret for the key, under the same id; the current one stays valid for `grace`.
+pub fn rotate(
+    record: &ApiKeyRecord,
+    cost: u32,
+    grace: time::Duration,
+    now: OffsetDateTime,
+) -> anyhow::Result<Rotation> {
+    let secret = random_token(SECRET_LEN);
+    Ok(Rotation {
+        plaintext: format!("{KEY_PREFIX}{}_{secret}", record.key_id),
+        new_hash: bcrypt::hash(&secret, cost)?,
+        previous: PreviousSecret {
+            hash: record.hash.clone(),
+            rotated_at: now,
+            valid_until: now + grace.clamp(time::Duration::ZERO, MAX_ROTATION_GRACE),
         },
     })
 }
@@ -85,6 +116,8 @@ pub struct AuthorizedKey {
     pub plan: String,
     pub restricted: bool,
     pub billing: crate::subscription::Billing,
+    /// The key's own controls (expiry, spend limit, allowlist, requests per minute).
+    pub controls: crate::key_controls::KeyControls,
 }
 
 impl AuthorizedKey {
@@ -100,10 +133,26 @@ impl AuthorizedKey {
     }
 }
 
-struct CachedKey {
-    secret_digest: [u8; 32],
-    /// The stored hash the digest was verified against; a changed hash means verify again.
+/// A secret verified with bcrypt once: its digest, the stored hash it matched (a changed hash means
+/// verify again), and until when it is accepted (a rotated-out secret's grace period; None for the
+/// key's current secret).
+#[derive(Clone)]
+struct VerifiedSecret {
+    digest: [u8; 32],
     bcrypt_hash: String,
+    until: Option<OffsetDateTime>,
+}
+
+impl VerifiedSecret {
+    fn accepts(&self, digest: &[u8; 32], now: OffsetDateTime) -> bool {
+        bool::from(self.digest.ct_eq(digest)) && self.until.is_none_or(|until| until > now)
+    }
+}
+
+struct CachedKey {
+    /// The key's secrets verified so far: during a rotation's grace period, the old and the new one,
+    /// so clients on either are served without bcrypt.
+    secrets: Vec<VerifiedSecret>,
     key: Arc<AuthorizedKey>,
     checked_at: Instant,
     /// Set when the account changed in this process: the next use reads the store again, but keeps the
@@ -190,13 +239,21 @@ impl KeyVerifier {
         }
     }
 
-    /// The warm path: a cache hit costs one SHA-256 and a constant-time compare.
+    /// The warm path: a cache hit costs one SHA-256 and a constant-time compare or two. A rotated-out
+    /// secret stops working the moment its grace period ends, whatever the cache's lifetime.
     fn cached(&self, key_id: &str, secret_digest: &[u8; 32]) -> Option<Arc<AuthorizedKey>> {
         let cache = self.cache.read().expect("key cache lock");
         let entry = cache.get(key_id)?;
         let fresh = !entry.stale && entry.checked_at.elapsed() < self.ttl;
-        let same = bool::from(entry.secret_digest.ct_eq(secret_digest));
-        (fresh && same).then(|| entry.key.clone())
+        if !fresh {
+            return None;
+        }
+        let now = OffsetDateTime::now_utc();
+        entry
+            .secrets
+            .iter()
+            .any(|s| s.accepts(secret_digest, now))
+            .then(|| entry.key.clone())
     }
 
     /// Verifies a presented key; `source` is the client's address, for throttling failed attempts.
@@ -257,32 +314,49 @@ impl KeyVerifier {
         };
 
         // The secret is checked before anything about the key is told: an unknown, a revoked and a
-        // mistyped key look the same to whoever lacks the secret.
-        let already_verified = {
-            let cache = self.cache.read().expect("key cache lock");
-            cache.get(key_id).is_some_and(|e| {
-                e.bcrypt_hash == record.hash && bool::from(e.secret_digest.ct_eq(&secret_digest))
-            })
-        };
-        if !already_verified {
-            if !self.failures.allows(key_id, source) {
-                tracing::warn!(key_id, source = ?source, "too many failed key verifications; refused without checking");
-                return Err(GatewayError::InvalidKey);
-            }
-            let hash = record.hash.clone();
-            let secret = secret.to_owned();
-            self.bcrypt_runs
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let ok = tokio::task::spawn_blocking(move || bcrypt::verify(secret, &hash))
-                .await
-                .map_err(GatewayError::internal)?
-                .unwrap_or(false);
-            if !ok {
-                self.remember_rejected(presented_digest, false);
-                self.failures.record(key_id, source);
-                return Err(GatewayError::InvalidKey);
-            }
+        // mistyped key look the same to whoever lacks the secret. It may be the key's current secret or,
+        // during a rotation's grace period, the one it replaced.
+        let now = OffsetDateTime::now_utc();
+        let mut hashes = vec![(record.hash.clone(), None)];
+        if let Some(previous) = record.previous_in_grace(now) {
+            hashes.push((previous.hash.clone(), Some(previous.valid_until)));
         }
+        let known: Vec<VerifiedSecret> = {
+            let cache = self.cache.read().expect("key cache lock");
+            cache
+                .get(key_id)
+                .map(|e| {
+                    e.secrets
+                        .iter()
+                        .filter_map(|s| {
+                            let (_, until) = hashes.iter().find(|(h, _)| *h == s.bcrypt_hash)?;
+                            Some(VerifiedSecret {
+                                until: *until,
+                                ..s.clone()
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let verified = match known
+            .iter()
+            .find(|s| bool::from(s.digest.ct_eq(&secret_digest)))
+        {
+            Some(secret) => secret.clone(),
+            None => {
+                if !self.failures.allows(key_id, source) {
+                    tracing::warn!(key_id, source = ?source, "too many failed key verifications; refused without checking");
+                    return Err(GatewayError::InvalidKey);
+                }
+                let Some(secret) = self.check_secret(secret, secret_digest, &hashes).await? else {
+                    self.remember_rejected(presented_digest, false);
+                    self.failures.record(key_id, source);
+                    return Err(GatewayError::InvalidKey);
+                };
+                secret
+            }
+        };
         if record.revoked_at.is_some() {
             self.forget(key_id);
             // A script still using a revoked key is told so without bcrypt on every call.
@@ -305,12 +379,16 @@ impl KeyVerifier {
             plan: account.plan.clone(),
             restricted: account.restricted,
             billing: account.billing.clone(),
+            controls: record.controls.clone(),
         });
+        // The other secret verified earlier stays verified while the record still accepts it.
+        let this = verified.digest;
+        let mut secrets = vec![verified];
+        secrets.extend(known.into_iter().filter(|s| s.digest != this));
         self.cache.write().expect("key cache lock").insert(
             key_id.to_owned(),
             CachedKey {
-                secret_digest,
-                bcrypt_hash: record.hash,
+                secrets,
                 key: key.clone(),
                 checked_at: Instant::now(),
                 stale: false,
@@ -326,6 +404,33 @@ impl KeyVerifier {
             }
         });
         Ok(key)
+    }
+
+    /// Checks a secret with bcrypt against the key's accepted hashes (current first); the one it
+    /// matched, if any.
+    async fn check_secret(
+        &self,
+        secret: &str,
+        digest: [u8; 32],
+        hashes: &[(String, Option<OffsetDateTime>)],
+    ) -> Result<Option<VerifiedSecret>, GatewayError> {
+        for (hash, until) in hashes {
+            let (hash_owned, secret) = (hash.clone(), secret.to_owned());
+            self.bcrypt_runs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let ok = tokio::task::spawn_blocking(move || bcrypt::verify(secret, &hash_owned))
+                .await
+                .map_err(GatewayError::internal)?
+                .unwrap_or(false);
+            if ok {
+                return Ok(Some(VerifiedSecret {
+                    digest,
+                    bcrypt_hash: hash.clone(),
+                    until: *until,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     /// How many bcrypt checks this verifier has run.
@@ -492,5 +597,41 @@ mod tests {
             assert!(matches!(err, GatewayError::RevokedKey));
         }
         assert_eq!(verifier.bcrypt_runs(), runs);
+    }
+
+    #[tokio::test]
+    async fn both_secrets_of_a_rotating_key_are_served_without_bcrypt_once_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::store::embedded::EmbeddedStore::open(dir.path()).unwrap());
+        let account = store
+            .account_for_email("r@example.com", "free")
+            .await
+            .unwrap();
+        let key = generate(&account.id, None, 4, OffsetDateTime::now_utc()).unwrap();
+        store.insert_key(&key.record).await.unwrap();
+        // A long cache lifetime: only a rotation's end or a changed record makes it verify again.
+        let verifier = KeyVerifier::new(store.clone(), store.clone(), Duration::from_secs(60));
+        verifier.verify(&key.plaintext, None).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        let rotation = rotate(&key.record, 4, time::Duration::hours(1), now).unwrap();
+        assert!(
+            store
+                .rotate_key(&key.record.key_id, &rotation.new_hash, &rotation.previous)
+                .await
+                .unwrap()
+        );
+        verifier.forget(&key.record.key_id);
+        verifier.verify(&rotation.plaintext, None).await.unwrap();
+        verifier.verify(&key.plaintext, None).await.unwrap();
+        let runs = verifier.bcrypt_runs();
+        for _ in 0..5 {
+            verifier.verify(&rotation.plaintext, None).await.unwrap();
+            verifier.verify(&key.plaintext, None).await.unwrap();
+        }
+        assert_eq!(
+            verifier.bcrypt_runs(),
+            runs,
+            "warm calls on either secret run no bcrypt"
+        );
     }
 }

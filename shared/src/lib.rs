@@ -10,6 +10,8 @@ pub mod cost_bound;
 pub mod dialects;
 pub mod error;
 pub mod ids;
+pub mod key_controls;
+pub mod key_settings;
 pub mod keys;
 pub mod lambda;
 pub mod limits;

@@ -116,14 +116,14 @@ impl RateLimiter {
         Ok(count)
     }
 
-    /// Counts one request against the key's plan, or refuses it with a 429 that says when to retry.
+    /// Counts one request against the key's limit (its plan's, or its own when lower), or refuses it
+    /// with a 429 that says when to retry.
     pub async fn admit(
         &self,
         key_id: &str,
-        plan: &Plan,
+        limit: u64,
         now: OffsetDateTime,
     ) -> Result<RateLimitState, GatewayError> {
-        let limit = plan.requests_per_minute;
         let (counter, window_start) = request_counter_key(key_id, now);
         let window_end = window_start + WINDOW_SECS;
         let until_window_end = window_end - now.unix_timestamp();
@@ -210,16 +210,29 @@ mod tests {
         let plan: Plan = serde_json::from_str(r#"{"name":"t","requests_per_minute":10}"#).unwrap();
         let end_of_minute = time::macros::datetime!(2026-11-27 10:00:59.5 UTC);
         for _ in 0..10 {
-            limiter.admit("k", &plan, end_of_minute).await.unwrap();
+            limiter
+                .admit("k", plan.requests_per_minute, end_of_minute)
+                .await
+                .unwrap();
         }
-        assert!(limiter.admit("k", &plan, end_of_minute).await.is_err());
+        assert!(
+            limiter
+                .admit("k", plan.requests_per_minute, end_of_minute)
+                .await
+                .is_err()
+        );
         // One second later, in the next minute: 10 * (1 - 1/120) carried, floor 9, so one slot.
         let next_minute = time::macros::datetime!(2026-11-27 10:01:00.5 UTC);
-        let state = limiter.admit("k", &plan, next_minute).await.unwrap();
+        let state = limiter
+            .admit("k", plan.requests_per_minute, next_minute)
+            .await
+            .unwrap();
         assert_eq!(state.remaining, 0);
         let Err(GatewayError::RateLimited {
             retry_after_secs, ..
-        }) = limiter.admit("k", &plan, next_minute).await
+        }) = limiter
+            .admit("k", plan.requests_per_minute, next_minute)
+            .await
         else {
             panic!("a second request right after the boundary must be refused");
         };
@@ -227,7 +240,11 @@ mod tests {
         // Half-way through the minute, half of the previous minute has slid out of the window.
         let half = time::macros::datetime!(2026-11-27 10:01:30 UTC);
         let mut admitted = 0;
-        while limiter.admit("k", &plan, half).await.is_ok() {
+        while limiter
+            .admit("k", plan.requests_per_minute, half)
+            .await
+            .is_ok()
+        {
             admitted += 1;
         }
         assert_eq!(admitted, 4, "10 - 5 carried - 1 already used");

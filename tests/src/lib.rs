@@ -112,6 +112,27 @@ impl TestGateway {
         TestGateway::start_with(config, stores).await
     }
 
+    /// The gateway on its production adapters: records in MongoDB (SecantusDB, a database of its own)
+    /// and counters in DynamoDB (dynalite, a table of its own).
+    pub async fn production(mut env: Env) -> TestGateway {
+        env.set("QNP_MONGODB_URI", required_env("QNP_TEST_MONGODB_URI"));
+        env.set("QNP_MONGODB_DB", unique("qnp_prod"));
+        let config = Config::from_env(&env).expect("test configuration");
+        let records = Arc::new(
+            qnp_shared::store::mongo::MongoStore::connect(
+                config.mongodb_uri.as_deref().expect("set above"),
+                &config.mongodb_db,
+            )
+            .await
+            .expect("connect to SecantusDB"),
+        );
+        let (client, table) = dynalite_table().await;
+        let counters = Arc::new(qnp_shared::store::dynamo::DynamoCounters::new(
+            client, &table,
+        ));
+        TestGateway::start_with(config, Stores::new(records, counters)).await
+    }
+
     pub async fn start_with(config: Config, stores: Stores) -> TestGateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         TestGateway::start_on(listener, config, stores).await
@@ -362,8 +383,22 @@ impl qnp_shared::store::KeyStore for CountingKeyReads {
         self.inner.keys_for_account(id).await
     }
 
-    async fn rename_key(&self, key_id: &str, name: Option<&str>) -> anyhow::Result<bool> {
-        self.inner.rename_key(key_id, name).await
+    async fn update_key(
+        &self,
+        key_id: &str,
+        name: Option<&str>,
+        controls: &qnp_shared::key_controls::KeyControls,
+    ) -> anyhow::Result<bool> {
+        self.inner.update_key(key_id, name, controls).await
+    }
+
+    async fn rotate_key(
+        &self,
+        key_id: &str,
+        new_hash: &str,
+        previous: &qnp_shared::accounts::PreviousSecret,
+    ) -> anyhow::Result<bool> {
+        self.inner.rotate_key(key_id, new_hash, previous).await
     }
 
     async fn revoke_key(&self, key_id: &str, at: OffsetDateTime) -> anyhow::Result<bool> {

@@ -200,7 +200,7 @@ async fn an_excess_larger_than_a_minute_fills_minutes_in_turn() {
         max_tokens_given: false,
     };
     let reservation = budget
-        .reserve("k_long", "acct_long", &plan, worst, now)
+        .reserve("k_long", "acct_long", &plan, None, worst, now)
         .await
         .unwrap();
     budget.settle(&reservation, 3_500, 0.0).await;

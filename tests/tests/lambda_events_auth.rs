@@ -81,6 +81,7 @@ async fn every_auth_route_answers_its_api_gateway_event() {
     let auth = Arc::new(qnp_auth::Auth::new(
         &config,
         web,
+        stores.counters.clone(),
         PUBLIC_URL,
         reqwest::Client::new(),
     ));

@@ -1,34 +1,11 @@
 //! The gateway on its production adapters: records in MongoDB (SecantusDB) and counters in DynamoDB
 //! (dynalite), over real HTTP, including the exactness of rate limits under a concurrent burst.
 
-use std::sync::Arc;
-
-use qnp_shared::config::Config;
-use qnp_shared::store::Stores;
 use qnp_tests::{MockOpenAi, TestGateway, test_env};
 use serde_json::json;
 
 async fn production_gateway(dir: &std::path::Path, upstream: &MockOpenAi) -> TestGateway {
-    let mut env = test_env(dir, upstream);
-    env.set(
-        "QNP_MONGODB_URI",
-        qnp_tests::required_env("QNP_TEST_MONGODB_URI"),
-    );
-    env.set("QNP_MONGODB_DB", qnp_tests::unique("qnp_prod"));
-    let config = Config::from_env(&env).unwrap();
-    let records = Arc::new(
-        qnp_shared::store::mongo::MongoStore::connect(
-            config.mongodb_uri.as_deref().unwrap(),
-            &config.mongodb_db,
-        )
-        .await
-        .unwrap(),
-    );
-    let (client, table) = qnp_tests::dynalite_table().await;
-    let counters = Arc::new(qnp_shared::store::dynamo::DynamoCounters::new(
-        client, &table,
-    ));
-    TestGateway::start_with(config, Stores::new(records, counters)).await
+    TestGateway::production(test_env(dir, upstream)).await
 }
 
 #[tokio::test]

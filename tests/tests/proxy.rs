@@ -657,6 +657,7 @@ async fn a_storm_of_refusals_costs_bounded_storage_and_is_still_counted() {
         .records
         .usage_totals(
             &account.id,
+            None,
             now - time::Duration::hours(1),
             now + time::Duration::hours(1),
         )

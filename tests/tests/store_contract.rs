@@ -139,7 +139,13 @@ async fn records_contract(store: Arc<dyn RecordStore>) {
         store.key(&k1.key_id).await.unwrap().unwrap().last_used_at,
         Some(now + Duration::seconds(5))
     );
-    assert!(store.rename_key(&k2.key_id, Some("renamed")).await.unwrap());
+    let none = qnp_shared::key_controls::KeyControls::default();
+    assert!(
+        store
+            .update_key(&k2.key_id, Some("renamed"), &none)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store
             .key(&k2.key_id)
@@ -150,9 +156,55 @@ async fn records_contract(store: Arc<dyn RecordStore>) {
             .as_deref(),
         Some("renamed")
     );
-    assert!(store.rename_key(&k2.key_id, None).await.unwrap());
-    assert_eq!(store.key(&k2.key_id).await.unwrap().unwrap().name, None);
-    assert!(!store.rename_key("nope", Some("x")).await.unwrap());
+    // Controls round-trip whole, and clearing them leaves the key as it was made.
+    let controls = qnp_shared::key_controls::KeyControls {
+        expires_at: Some(now + Duration::days(30)),
+        monthly_spend_limit_usd: Some(2.5),
+        models: vec!["anthropic/*".into(), "openai/gpt-4o-mini".into()],
+        requests_per_minute: Some(7),
+    };
+    assert!(
+        store
+            .update_key(&k2.key_id, Some("renamed"), &controls)
+            .await
+            .unwrap()
+    );
+    let stored = store.key(&k2.key_id).await.unwrap().unwrap();
+    assert_eq!(stored.controls, controls);
+    assert_eq!(
+        store.keys_for_account(&ann.id).await.unwrap()[1].controls,
+        controls
+    );
+    assert!(store.update_key(&k2.key_id, None, &none).await.unwrap());
+    let stored = store.key(&k2.key_id).await.unwrap().unwrap();
+    assert_eq!((stored.name, stored.controls), (None, none.clone()));
+    assert!(!store.update_key("nope", Some("x"), &none).await.unwrap());
+
+    // Rotation is a compare-and-set on the current hash: of two rotations from one state, one wins.
+    let previous = qnp_shared::accounts::PreviousSecret {
+        hash: k1.hash.clone(),
+        rotated_at: now,
+        valid_until: now + Duration::hours(24),
+    };
+    let outcomes = futures_util::future::join_all(
+        ["$2b$04$first", "$2b$04$second"].map(|hash| store.rotate_key(&k1.key_id, hash, &previous)),
+    )
+    .await;
+    assert_eq!(
+        outcomes.iter().filter(|r| *r.as_ref().unwrap()).count(),
+        1,
+        "exactly one rotation wins"
+    );
+    let rotated = store.key(&k1.key_id).await.unwrap().unwrap();
+    assert!(rotated.hash.starts_with("$2b$04$"));
+    assert_ne!(rotated.hash, k1.hash);
+    assert_eq!(rotated.previous, Some(previous.clone()));
+    assert!(
+        !store
+            .rotate_key("nope", "$2b$04$x", &previous)
+            .await
+            .unwrap()
+    );
     assert!(store.revoke_key(&k2.key_id, now).await.unwrap());
     assert!(
         !store.revoke_key(&k2.key_id, now).await.unwrap(),
@@ -779,7 +831,7 @@ async fn usage_and_erasure_contract(store: Arc<dyn RecordStore>) {
     let mut rows = vec![
         usage_row(&eve.id, "k1", "u1", day1),
         usage_row(&eve.id, "k1", "u2", day1 + Duration::hours(1)),
-        usage_row(&eve.id, "k1", "u3", day2),
+        usage_row(&eve.id, "k3", "u3", day2),
         usage_row(&fay.id, "k2", "u4", day1),
     ];
     rows[1].model = "anthropic/claude-sonnet-4-5".into();
@@ -791,7 +843,12 @@ async fn usage_and_erasure_contract(store: Arc<dyn RecordStore>) {
 
     // Totals: per UTC day and model, ordered by day then model, only the account's, only in range.
     let totals = store
-        .usage_totals(&eve.id, day1 - Duration::days(1), day2 + Duration::days(1))
+        .usage_totals(
+            &eve.id,
+            None,
+            day1 - Duration::days(1),
+            day2 + Duration::days(1),
+        )
         .await
         .unwrap();
     let shown: Vec<(&str, &str, u64, u64, u64)> = totals
@@ -818,16 +875,37 @@ async fn usage_and_erasure_contract(store: Arc<dyn RecordStore>) {
     let only_day2 = store
         .usage_totals(
             &eve.id,
+            None,
             datetime!(2026-03-02 00:00 UTC),
             day2 + Duration::seconds(1),
         )
         .await
         .unwrap();
     assert_eq!(only_day2.len(), 1);
+    // One key's totals: only its rows (the day-2 row is another key's).
+    let of_key = store
+        .usage_totals(
+            &eve.id,
+            Some("k1"),
+            day1 - Duration::days(1),
+            day2 + Duration::days(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(of_key.iter().map(|t| t.requests).sum::<u64>(), 2);
+    assert!(
+        store
+            .usage_totals(&eve.id, Some("k2"), day1, day2 + Duration::days(1))
+            .await
+            .unwrap()
+            .is_empty(),
+        "another account's key finds nothing"
+    );
     assert!(
         store
             .usage_totals(
                 &eve.id,
+                None,
                 day2 + Duration::seconds(1),
                 day2 + Duration::days(9)
             )

@@ -53,6 +53,10 @@ pub struct Auth {
     pub google: Option<SignInProvider>,
     pub apple: Option<SignInProvider>,
     pub bcrypt_cost: u32,
+    /// The spend counters a key's own monthly limit is kept in (shown on the key, seeded when set).
+    pub budget: qnp_shared::budget::Budget,
+    /// How long a rotated key's old secret keeps working by default.
+    pub rotation_grace: time::Duration,
     /// The proxy's key cache when it runs in this process (`qnp serve`): revoking a key or restricting
     /// an account takes effect at once instead of within the cache lifetime.
     pub key_cache: Option<Arc<qnp_shared::keys::KeyVerifier>>,
@@ -62,6 +66,7 @@ impl Auth {
     pub fn new(
         config: &Config,
         web: Arc<WebAuth>,
+        counters: Arc<dyn qnp_shared::store::CounterStore>,
         public_url: &str,
         http: reqwest::Client,
     ) -> Auth {
@@ -83,6 +88,8 @@ impl Auth {
             google,
             apple,
             bcrypt_cost: config.bcrypt_cost,
+            budget: qnp_shared::budget::Budget::new(counters),
+            rotation_grace: config.key_rotation_grace,
             key_cache: None,
         }
     }
@@ -142,7 +149,8 @@ pub fn endpoints() -> Vec<Endpoint<Arc<Auth>>> {
         ),
         Endpoint::new(Method::GET, "/keys", Session, keys::list),
         Endpoint::new(Method::POST, "/keys", Session, keys::create),
-        Endpoint::new(Method::PATCH, "/keys/{id}", Session, keys::rename),
+        Endpoint::new(Method::PATCH, "/keys/{id}", Session, keys::update),
+        Endpoint::new(Method::POST, "/keys/{id}/rotate", Session, keys::rotate),
         Endpoint::new(Method::DELETE, "/keys/{id}", Session, keys::revoke),
     ]
 }

@@ -12,6 +12,12 @@ async fn main() -> Result<(), lambda_http::Error> {
     let stores = lambda::stores(&config).await?;
     let (web, public_url) = WebAuth::for_lambda(&config, stores.records.clone())?;
     let http = qnp_shared::providers::http_client();
-    let auth = Arc::new(Auth::new(&config, Arc::new(web), &public_url, http));
+    let auth = Arc::new(Auth::new(
+        &config,
+        Arc::new(web),
+        stores.counters.clone(),
+        &public_url,
+        http,
+    ));
     lambda::serve(router(auth), &config).await
 }

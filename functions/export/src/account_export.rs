@@ -5,7 +5,8 @@
 //! { "format": "qnp-account-export/1", "exported_at": RFC3339,
 //!   "account": {id, email, name, plan, created_at, restricted, deletion_requested_at},
 //!   "identities": [{provider, subject, email, created_at}],
-//!   "api_keys": [{id, name, prefix, created_at, last_used_at, revoked_at}],   // never hashes
+//!   "api_keys": [{id, name, prefix, created_at, last_used_at, revoked_at, controls, rotated_at,
+//!                 previous_secret_valid_until}],                              // never hashes
 //!   "billing": {stripe_customer_id, subscription: {id, price_id, status, current_period_end,
 //!               cancel_at_period_end} | null, payment_failed_at},         // never card data
 //!   "usage": [UsageRecord, ...] }                                            // streamed, oldest first
@@ -59,6 +60,9 @@ async fn head(
         "api_keys": keys.iter().map(|k| json!({
             "id": k.key_id, "name": k.name, "prefix": k.prefix(), "created_at": ts(k.created_at),
             "last_used_at": k.last_used_at.map(ts), "revoked_at": k.revoked_at.map(ts),
+            "controls": &k.controls,
+            "rotated_at": k.previous.as_ref().map(|p| ts(p.rotated_at)),
+            "previous_secret_valid_until": k.previous.as_ref().map(|p| ts(p.valid_until)),
         })).collect::<Vec<_>>(),
         "billing": {
             "stripe_customer_id": account.billing.stripe_customer_id,

@@ -29,6 +29,14 @@ pub struct Range {
     to: Option<String>,
 }
 
+/// `GET /usage`'s query: the range, and optionally one of the account's keys to total alone.
+#[derive(Deserialize)]
+pub struct SummaryQuery {
+    from: Option<String>,
+    to: Option<String>,
+    key: Option<String>,
+}
+
 fn range(query: &Range) -> Result<(OffsetDateTime, OffsetDateTime), GatewayError> {
     parse_range(
         query.from.as_deref(),
@@ -38,12 +46,24 @@ fn range(query: &Range) -> Result<(OffsetDateTime, OffsetDateTime), GatewayError
     .map_err(|e| GatewayError::field(e.field(), e.to_string()))
 }
 
-async fn totals(export: &Export, me: &SignedIn, query: &Range) -> Result<Response, GatewayError> {
-    let (from, to) = range(query)?;
+async fn totals(
+    export: &Export,
+    me: &SignedIn,
+    query: SummaryQuery,
+) -> Result<Response, GatewayError> {
+    let (from, to) = range(&Range {
+        from: query.from,
+        to: query.to,
+    })?;
+    // Another account's key id finds no rows: the filter is within the signed-in account.
+    let key = query.key.as_deref().filter(|k| !k.is_empty());
+    if key.is_some_and(|k| k.len() > 64 || !k.bytes().all(|b| b.is_ascii_alphanumeric())) {
+        return Err(GatewayError::field("key", "'key' must be a key id"));
+    }
     let rows = export
         .web
         .records
-        .usage_totals(&me.account.id, from, to)
+        .usage_totals(&me.account.id, key, from, to)
         .await
         .map_err(GatewayError::internal)?;
     // Per-day and per-model views are sums over the (day, model) groups the database returned.
@@ -68,6 +88,7 @@ async fn totals(export: &Export, me: &SignedIn, query: &Range) -> Result<Respons
     Ok(Json(json!({
         "from": format_timestamp(from),
         "to": format_timestamp(to),
+        "key": key,
         "totals": rows,
         "by_day": view(&by_day, "day"),
         "by_model": view(&by_model, "model"),
@@ -80,9 +101,9 @@ async fn totals(export: &Export, me: &SignedIn, query: &Range) -> Result<Respons
 pub async fn summary(
     State(export): State<Arc<Export>>,
     Extension(me): Extension<SignedIn>,
-    QueryParams(query): QueryParams<Range>,
+    QueryParams(query): QueryParams<SummaryQuery>,
 ) -> Response {
-    totals(&export, &me, &query)
+    totals(&export, &me, query)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }

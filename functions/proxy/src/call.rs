@@ -12,7 +12,7 @@ use qnp_shared::GatewayError;
 use qnp_shared::budget::{Reservation, WorstCase};
 use qnp_shared::catalog::Model;
 use qnp_shared::cost_bound::CostBound;
-use qnp_shared::error::Dialect;
+use qnp_shared::error::{Dialect, KeyControl};
 use qnp_shared::keys::AuthorizedKey;
 use qnp_shared::limits::RateLimitState;
 use qnp_shared::usage::{TokenUsage, UsageRecord};
@@ -140,26 +140,50 @@ impl Call {
             );
             return Err(call.fail(err).await);
         }
-        let plan = call.plan();
+        if call.key.controls.expired(call.timestamp) {
+            let err = call.key.controls.expired_error();
+            return Err(call.fail(err).await);
+        }
+        let plan_limit = call.plan().requests_per_minute;
+        // The key's own limit applies when it is below the plan's; a refusal then names it.
+        let key_limit = call
+            .key
+            .controls
+            .requests_per_minute
+            .filter(|&own| own < plan_limit);
+        let limit = key_limit.unwrap_or(plan_limit);
         match proxy
             .limiter
-            .admit(&call.key.key_id, plan, call.timestamp)
+            .admit(&call.key.key_id, limit, call.timestamp)
             .await
         {
             Ok(state) => call.rate = Some(state),
             Err(err) => {
-                if let GatewayError::RateLimited {
-                    limit,
-                    retry_after_secs,
-                } = err
-                {
-                    // A refusal reports the exhausted window too.
-                    call.rate = Some(RateLimitState {
+                let err = match err {
+                    GatewayError::RateLimited {
                         limit,
-                        remaining: 0,
-                        reset_after_secs: retry_after_secs,
-                    });
-                }
+                        retry_after_secs,
+                    } => {
+                        // A refusal reports the exhausted window too.
+                        call.rate = Some(RateLimitState {
+                            limit,
+                            remaining: 0,
+                            reset_after_secs: retry_after_secs,
+                        });
+                        match key_limit {
+                            Some(own) => GatewayError::KeyControl {
+                                control: KeyControl::RequestsPerMinute { retry_after_secs },
+                                message: format!(
+                                    "rate limit reached: {own} requests per minute, this key's own \
+                                     limit (its plan allows {plan_limit}); retry after \
+                                     {retry_after_secs} s, or raise the key's limit"
+                                ),
+                            },
+                            None => err,
+                        }
+                    }
+                    other => other,
+                };
                 return Err(call.fail(err).await);
             }
         }
@@ -188,7 +212,11 @@ impl Call {
         bound: &CostBound,
     ) -> Result<Option<u64>, GatewayError> {
         let plan = self.plan();
-        if plan.tokens_per_minute.is_none() && plan.monthly_spend_cap_usd.is_none() {
+        let key_limit = self.key.controls.monthly_spend_limit_usd;
+        if plan.tokens_per_minute.is_none()
+            && plan.monthly_spend_cap_usd.is_none()
+            && key_limit.is_none()
+        {
             return Ok(None);
         }
         let mut worst = WorstCase {
@@ -201,17 +229,12 @@ impl Call {
             worst.cost_usd = worst.cost_usd.max(bound.for_model(model).cost_usd);
         }
         let mut output_cap = None;
-        if let Some(cap_usd) = plan.monthly_spend_cap_usd
-            && bound.max_output.is_none()
-        {
-            // In-flight reservations included; a failed read caps nothing (the reservation decides).
-            let spent = self
-                .proxy
-                .budget
-                .spent(&self.key.account_id, self.timestamp)
-                .await
-                .unwrap_or(0.0);
-            let share = (cap_usd - spent).max(0.0) / 4.0;
+        let left = match bound.max_output {
+            None => self.spend_left(plan.monthly_spend_cap_usd, key_limit).await,
+            Some(_) => None,
+        };
+        if let Some(left) = left {
+            let share = left / 4.0;
             if worst.cost_usd > share {
                 let tokens = candidates
                     .iter()
@@ -238,12 +261,37 @@ impl Call {
                 &self.key.key_id,
                 &self.key.account_id,
                 plan,
+                key_limit,
                 worst,
                 self.timestamp,
             )
             .await?;
         self.output_cap = output_cap;
         Ok(output_cap)
+    }
+
+    /// What the month has left under the tighter of the account's cap and the key's own limit, in-flight
+    /// reservations included; None when neither applies. A failed read counts as nothing spent (the
+    /// reservation decides).
+    async fn spend_left(&self, cap_usd: Option<f64>, key_limit_usd: Option<f64>) -> Option<f64> {
+        let budget = &self.proxy.budget;
+        let mut left: Option<f64> = None;
+        if let Some(cap) = cap_usd {
+            let spent = budget
+                .spent(&self.key.account_id, self.timestamp)
+                .await
+                .unwrap_or(0.0);
+            left = Some((cap - spent).max(0.0));
+        }
+        if let Some(limit) = key_limit_usd {
+            let spent = budget
+                .key_spent(&self.key.key_id, self.timestamp)
+                .await
+                .unwrap_or(0.0);
+            let own = (limit - spent).max(0.0);
+            left = Some(left.map_or(own, |l| l.min(own)));
+        }
+        left
     }
 
     pub fn set_requested_model(&mut self, name: String) {

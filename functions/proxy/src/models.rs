@@ -1,5 +1,6 @@
 //! `GET /v1/models`: the catalog in OpenAI's list shape, with context lengths and prices added, listing
-//! only models whose provider is configured (a model that can only answer 503 is not offered); and
+//! only models whose provider is configured (a model that can only answer 503 is not offered) and that
+//! the key's allowlist admits; and
 //! `GET /v1/models/{id}` (the SDKs' `models.retrieve`), one entry by id, alias or bare name.
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use qnp_shared::GatewayError;
 use qnp_shared::catalog::{Catalog, Model};
+use qnp_shared::key_controls::KeyControls;
 use qnp_shared::providers::Providers;
 use serde_json::{Value, json};
 
@@ -39,10 +41,16 @@ fn entry(m: &Model) -> Value {
 
 /// Renders the list once per process; the catalog and the providers are fixed while it runs.
 pub fn render(catalog: &Catalog, providers: &Providers) -> Bytes {
+    render_for(catalog, providers, &KeyControls::default())
+}
+
+/// The list as one key sees it: only the models its allowlist admits (rendered per request, for keys
+/// that have one).
+fn render_for(catalog: &Catalog, providers: &Providers, controls: &KeyControls) -> Bytes {
     let data: Vec<_> = catalog
         .models()
         .iter()
-        .filter(|m| providers.get(m.provider).is_ok())
+        .filter(|m| providers.get(m.provider).is_ok() && controls.allows_model(&m.id))
         .map(|m| entry(m))
         .collect();
     let list = json!({"object": "list", "price_version": catalog.version(), "data": data});
@@ -59,7 +67,15 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
     )
     .await
     {
-        Ok(call) => call.ok_response(Body::from(proxy.models_body.clone()), "application/json"),
+        Ok(call) => {
+            let controls = &call.key.controls;
+            let body = if controls.models.is_empty() {
+                proxy.models_body.clone()
+            } else {
+                render_for(&proxy.catalog, &proxy.providers, controls)
+            };
+            call.ok_response(Body::from(body), "application/json")
+        }
         Err(response) => response,
     }
 }
@@ -89,6 +105,9 @@ pub async fn retrieve(State(proxy): State<Arc<Proxy>>, request: Request) -> Resp
         .get(&id)
         .filter(|m| proxy.providers.get(m.provider).is_ok())
     {
+        Some(model) if !call.key.controls.allows_model(&model.id) => {
+            call.error_response(call.key.controls.model_error(&model.id))
+        }
         Some(model) => call.ok_response(Body::from(entry(model).to_string()), "application/json"),
         // A lookup, not a call: answered without a usage row, like the list.
         None => call.error_response(GatewayError::unknown_model(&id)),

@@ -157,19 +157,32 @@ async fn run(
             model.id, route.wrong_kind
         )));
     }
-    let candidates: Vec<Arc<Model>> = match route.fallbacks {
+    let controls = &call.key.controls;
+    if !controls.allows_model(&model.id) {
+        return Err(controls.model_error(&model.id));
+    }
+    let (mut candidates, client_listed): (Vec<Arc<Model>>, bool) = match route.fallbacks {
         Fallbacks::None => {
             // The provider must be there before anything is reserved for it.
             proxy.providers.get(model.provider)?;
-            vec![model]
+            (vec![model], false)
         }
-        Fallbacks::Configured => routing::candidates(proxy, &model, None)?,
+        Fallbacks::Configured => (routing::candidates(proxy, &model, None)?, false),
         Fallbacks::ClientOrConfigured => {
             let requested = body.get::<Vec<String>>("models", "an array of model names")?;
             body.remove("models");
-            routing::candidates(proxy, &model, requested)?
+            let listed = requested.is_some();
+            (routing::candidates(proxy, &model, requested)?, listed)
         }
     };
+    // Fallbacks obey the key's allowlist too: one the client named is refused like the model it asked
+    // for; one the operator configured is skipped (the key's owner never chose it).
+    if let Some(outside) = candidates.iter().find(|m| !controls.allows_model(&m.id)) {
+        if client_listed {
+            return Err(controls.model_error(&outside.id));
+        }
+        candidates.retain(|m| controls.allows_model(&m.id));
+    }
     for candidate in &candidates {
         checked.bound.priced_for(candidate)?;
     }

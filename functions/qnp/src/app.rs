@@ -73,7 +73,13 @@ pub fn build(
     });
     let http = qnp_shared::providers::http_client();
     // One process: revocations, restrictions and plan changes reach the proxy's key cache at once.
-    let mut auth = qnp_auth::Auth::new(config, web.clone(), public_url, http);
+    let mut auth = qnp_auth::Auth::new(
+        config,
+        web.clone(),
+        stores.counters.clone(),
+        public_url,
+        http,
+    );
     auth.key_cache = Some(proxy.keys.clone());
     let auth = Arc::new(auth);
     let export = Arc::new(qnp_export::Export::new(web.clone(), config.export_stall));

@@ -298,3 +298,96 @@ fn a_malformed_variable_fails_at_start_naming_it() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("QNP_MAX_BODY_BYTES"));
 }
+
+#[tokio::test]
+async fn keys_get_controls_and_new_secrets_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = MockOpenAi::start().await;
+    let up = upstream.url().to_owned();
+    let created = stdout(&qnp(
+        dir.path(),
+        &up,
+        &[
+            "keys",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--models",
+            "openai/gpt-4o*",
+            "--rpm",
+            "30",
+            "--spend-limit-usd",
+            "2.5",
+        ],
+    ));
+    let old = created.lines().last().unwrap().to_owned();
+    let (key_id, _) = qnp_shared::keys::parse(&old).unwrap();
+    let key_id = key_id.to_owned();
+    let list = |dir: &std::path::Path| {
+        stdout(&qnp(
+            dir,
+            &up,
+            &["keys", "list", "--email", "ops@example.com"],
+        ))
+    };
+    let listed = list(dir.path());
+    assert!(
+        listed.contains("models=openai/gpt-4o*")
+            && listed.contains("rpm=30")
+            && listed.contains("spend_limit_usd=2.5"),
+        "{listed}"
+    );
+
+    // `none` clears a control; the others are left as they were; a bad value names its field.
+    let updated = stdout(&qnp(
+        dir.path(),
+        &up,
+        &[
+            "keys",
+            "update",
+            &key_id,
+            "--rpm",
+            "none",
+            "--expires-at",
+            "2031-01-01",
+        ],
+    ));
+    assert!(
+        updated.contains("expires=2031-01-01T00:00:00.000Z") && !updated.contains("rpm="),
+        "{updated}"
+    );
+    assert!(updated.contains("models=openai/gpt-4o*"), "{updated}");
+    let bad = qnp(
+        dir.path(),
+        &up,
+        &["keys", "update", &key_id, "--expires-at", "yesterday"],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("'expires_at'"));
+
+    // Rotation: a new secret under the same id, the old one still listed as rotating.
+    let rotated = qnp(dir.path(), &up, &["keys", "rotate", &key_id]);
+    let new = stdout(&rotated).lines().last().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(qnp_shared::keys::parse(&new).unwrap().0, key_id);
+    assert!(String::from_utf8_lossy(&rotated.stderr).contains("the old secret works until"));
+    assert!(list(dir.path()).contains("rotating"));
+
+    // The gateway honours both secrets and the allowlist.
+    let server = serve(dir.path(), Some(&up));
+    let http = reqwest::Client::new();
+    for (secret, model, status) in [
+        (&new, "openai/gpt-4o-mini", 200),
+        (&old, "openai/gpt-4o-mini", 200),
+        (&new, "openai/gpt-6-luna", 403),
+    ] {
+        let response = http
+            .post(format!("{}/v1/chat/completions", server.url))
+            .bearer_auth(secret)
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{model}");
+    }
+}

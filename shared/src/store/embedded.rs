@@ -26,15 +26,23 @@ use super::{
     KeyStore, StripeEventStore, UsageStore, UsageTotals,
 };
 use crate::accounts::{
-    Account, ApiKeyRecord, Identity, ProfileChange, ProfileUpdate, deleted_email, normalize_email,
+    Account, ApiKeyRecord, Identity, PreviousSecret, ProfileChange, ProfileUpdate, deleted_email,
+    normalize_email,
 };
+use crate::key_controls::KeyControls;
 use crate::subscription::Billing;
 use crate::usage::{TokenUsage, UsageRecord};
 
 /// Schema migrations of `qnp.sqlite3`, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
-    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7,
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
 ];
+
+/// Per-key controls and the rotated-out secret still in its grace period (both JSON, read whole).
+const SCHEMA_V8: &str = r#"
+ALTER TABLE api_keys ADD COLUMN controls TEXT;
+ALTER TABLE api_keys ADD COLUMN previous TEXT;
+"#;
 
 /// Hosted web searches a call ran (priced per call).
 const SCHEMA_V7: &str = r#"
@@ -329,10 +337,41 @@ fn identity_from_row(row: &Row) -> rusqlite::Result<Identity> {
     })
 }
 
-const KEY_COLUMNS: &str = "key_id, account_id, name, hash, created_at, revoked_at, last_used_at";
+const KEY_COLUMNS: &str =
+    "key_id, account_id, name, hash, created_at, revoked_at, last_used_at, controls, previous";
+
+/// A JSON column read into its type; NULL is the type's default.
+fn json_column<T: serde::de::DeserializeOwned + Default>(
+    row: &Row,
+    index: usize,
+) -> rusqlite::Result<T> {
+    match row.get::<_, Option<String>>(index)? {
+        None => Ok(T::default()),
+        Some(text) => serde_json::from_str(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                index,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            )
+        }),
+    }
+}
+
+/// A value as its JSON column holds it: NULL for the type's default, so untouched rows stay NULL.
+fn to_json_column<T: serde::Serialize + Default + PartialEq>(
+    value: &T,
+) -> anyhow::Result<Option<String>> {
+    Ok(if *value == T::default() {
+        None
+    } else {
+        Some(serde_json::to_string(value)?)
+    })
+}
 
 fn key_from_row(row: &Row) -> rusqlite::Result<ApiKeyRecord> {
     Ok(ApiKeyRecord {
+        controls: json_column(row, 7)?,
+        previous: json_column(row, 8)?,
         key_id: row.get(0)?,
         account_id: row.get(1)?,
         name: row.get(2)?,
@@ -545,13 +584,17 @@ impl KeyStore for EmbeddedStore {
     }
 
     async fn insert_key_within(&self, key: &ApiKeyRecord, max_active: u64) -> anyhow::Result<bool> {
+        let (controls, previous) = (
+            to_json_column(&key.controls)?,
+            to_json_column(&key.previous)?,
+        );
         // One statement under the connection's lock: the count and the insert cannot interleave with
         // another creation.
         let inserted = self.with(|conn| {
             conn.execute(
                 &format!(
                     "INSERT INTO api_keys ({KEY_COLUMNS})
-                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?10
                      WHERE (SELECT COUNT(*) FROM api_keys WHERE account_id = ?2 AND revoked_at IS NULL) < ?8"
                 ),
                 params![
@@ -563,6 +606,8 @@ impl KeyStore for EmbeddedStore {
                     key.revoked_at.map(millis),
                     key.last_used_at.map(millis),
                     max_active.min(i64::MAX as u64) as i64,
+                    controls,
+                    previous,
                 ],
             )
         })?;
@@ -586,11 +631,34 @@ impl KeyStore for EmbeddedStore {
         })
     }
 
-    async fn rename_key(&self, key_id: &str, name: Option<&str>) -> anyhow::Result<bool> {
+    async fn update_key(
+        &self,
+        key_id: &str,
+        name: Option<&str>,
+        controls: &KeyControls,
+    ) -> anyhow::Result<bool> {
+        let controls = to_json_column(controls)?;
         let changed = self.with(|conn| {
             conn.execute(
-                "UPDATE api_keys SET name = ?2 WHERE key_id = ?1",
-                params![key_id, name],
+                "UPDATE api_keys SET name = ?2, controls = ?3 WHERE key_id = ?1",
+                params![key_id, name, controls],
+            )
+        })?;
+        Ok(changed == 1)
+    }
+
+    async fn rotate_key(
+        &self,
+        key_id: &str,
+        new_hash: &str,
+        previous: &PreviousSecret,
+    ) -> anyhow::Result<bool> {
+        let json = serde_json::to_string(previous)?;
+        let changed = self.with(|conn| {
+            conn.execute(
+                "UPDATE api_keys SET hash = ?2, previous = ?3
+                 WHERE key_id = ?1 AND hash = ?4 AND revoked_at IS NULL",
+                params![key_id, new_hash, json, previous.hash],
             )
         })?;
         Ok(changed == 1)
@@ -689,6 +757,7 @@ impl UsageStore for EmbeddedStore {
     async fn usage_totals(
         &self,
         account_id: &str,
+        key_id: Option<&str>,
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> anyhow::Result<Vec<UsageTotals>> {
@@ -697,18 +766,22 @@ impl UsageStore for EmbeddedStore {
                 "SELECT strftime('%Y-%m-%d', timestamp / 1000, 'unixepoch') AS day, model,
                         SUM(count), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_usd)
                  FROM usage WHERE account_id = ?1 AND timestamp >= ?2 AND timestamp < ?3
+                 AND (?4 IS NULL OR api_key_id = ?4)
                  GROUP BY day, model ORDER BY day, model",
             )?;
-            stmt.query_map(params![account_id, millis(from), millis(to)], |row| {
-                Ok(UsageTotals {
-                    day: row.get(0)?,
-                    model: row.get(1)?,
-                    requests: row.get(2)?,
-                    prompt_tokens: row.get(3)?,
-                    completion_tokens: row.get(4)?,
-                    cost_usd: row.get(5)?,
-                })
-            })?
+            stmt.query_map(
+                params![account_id, millis(from), millis(to), key_id],
+                |row| {
+                    Ok(UsageTotals {
+                        day: row.get(0)?,
+                        model: row.get(1)?,
+                        requests: row.get(2)?,
+                        prompt_tokens: row.get(3)?,
+                        completion_tokens: row.get(4)?,
+                        cost_usd: row.get(5)?,
+                    })
+                },
+            )?
             .collect()
         })
     }

@@ -11,8 +11,11 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use time::OffsetDateTime;
 
-use crate::accounts::{Account, ApiKeyRecord, Identity, ProfileChange, ProfileUpdate};
+use crate::accounts::{
+    Account, ApiKeyRecord, Identity, PreviousSecret, ProfileChange, ProfileUpdate,
+};
 use crate::config::Config;
+use crate::key_controls::KeyControls;
 use crate::subscription::Billing;
 use crate::usage::UsageRecord;
 
@@ -102,8 +105,23 @@ pub trait KeyStore: Send + Sync {
     /// The account's keys, revoked ones included, oldest first.
     async fn keys_for_account(&self, account_id: &str) -> anyhow::Result<Vec<ApiKeyRecord>>;
 
-    /// Sets or clears the key's name; false if there is no such key.
-    async fn rename_key(&self, key_id: &str, name: Option<&str>) -> anyhow::Result<bool>;
+    /// Writes the key's name and controls (both whole); false if there is no such key.
+    async fn update_key(
+        &self,
+        key_id: &str,
+        name: Option<&str>,
+        controls: &KeyControls,
+    ) -> anyhow::Result<bool>;
+
+    /// Gives the key a new secret (`new_hash`), keeping the one it had as `previous` (whose `hash` must
+    /// be the stored hash: compare-and-set, so of two concurrent rotations one wins). False if the key
+    /// is missing, revoked, or was rotated meanwhile.
+    async fn rotate_key(
+        &self,
+        key_id: &str,
+        new_hash: &str,
+        previous: &PreviousSecret,
+    ) -> anyhow::Result<bool>;
 
     /// Marks the key revoked; false if there is no such key or it was already revoked.
     async fn revoke_key(&self, key_id: &str, at: OffsetDateTime) -> anyhow::Result<bool>;
@@ -128,10 +146,12 @@ pub trait UsageStore: Send + Sync {
         request_id: &str,
     ) -> anyhow::Result<Option<UsageRecord>>;
 
-    /// Per-day, per-model totals of the account's usage in `[from, to)`, computed by the database.
+    /// Per-day, per-model totals of the account's usage in `[from, to)` (of one of its keys only, when
+    /// `key_id` is given), computed by the database.
     async fn usage_totals(
         &self,
         account_id: &str,
+        key_id: Option<&str>,
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> anyhow::Result<Vec<UsageTotals>>;

@@ -21,8 +21,10 @@ use super::{
     StripeEventStore, UsageStore, UsageTotals,
 };
 use crate::accounts::{
-    Account, ApiKeyRecord, Identity, ProfileChange, ProfileUpdate, deleted_email, normalize_email,
+    Account, ApiKeyRecord, Identity, PreviousSecret, ProfileChange, ProfileUpdate, deleted_email,
+    normalize_email,
 };
+use crate::key_controls::KeyControls;
 use crate::subscription::Billing;
 use crate::usage::{TokenUsage, UsageRecord};
 
@@ -119,11 +121,72 @@ struct KeyDoc {
     created_at: DateTime,
     revoked_at: Option<DateTime>,
     last_used_at: Option<DateTime>,
+    /// Absent on keys that never had controls (and on keys made before they existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    controls: Option<ControlsDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous: Option<PreviousDoc>,
+}
+
+/// A key's controls with BSON dates, so an operator's query can compare them.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ControlsDoc {
+    #[serde(default)]
+    expires_at: Option<DateTime>,
+    #[serde(default)]
+    monthly_spend_limit_usd: Option<f64>,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    requests_per_minute: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PreviousDoc {
+    hash: String,
+    rotated_at: DateTime,
+    valid_until: DateTime,
+}
+
+impl ControlsDoc {
+    fn of(c: &KeyControls) -> Option<ControlsDoc> {
+        (!c.is_empty()).then(|| ControlsDoc {
+            expires_at: c.expires_at.map(to_bson),
+            monthly_spend_limit_usd: c.monthly_spend_limit_usd,
+            models: c.models.clone(),
+            requests_per_minute: c.requests_per_minute.map(|n| n.min(i64::MAX as u64) as i64),
+        })
+    }
+
+    fn controls(self) -> KeyControls {
+        KeyControls {
+            expires_at: self.expires_at.map(from_bson),
+            monthly_spend_limit_usd: self.monthly_spend_limit_usd,
+            models: self.models,
+            requests_per_minute: self.requests_per_minute.map(|n| n.max(0) as u64),
+        }
+    }
+}
+
+impl PreviousDoc {
+    fn of(p: &PreviousSecret) -> PreviousDoc {
+        PreviousDoc {
+            hash: p.hash.clone(),
+            rotated_at: to_bson(p.rotated_at),
+            valid_until: to_bson(p.valid_until),
+        }
+    }
 }
 
 impl From<KeyDoc> for ApiKeyRecord {
     fn from(d: KeyDoc) -> ApiKeyRecord {
         ApiKeyRecord {
+            controls: d.controls.map(ControlsDoc::controls).unwrap_or_default(),
+            previous: d.previous.map(|p| PreviousSecret {
+                hash: p.hash,
+                rotated_at: from_bson(p.rotated_at),
+                valid_until: from_bson(p.valid_until),
+            }),
             key_id: d.key_id,
             account_id: d.account_id,
             name: d.name,
@@ -145,6 +208,8 @@ impl From<&ApiKeyRecord> for KeyDoc {
             created_at: to_bson(k.created_at),
             revoked_at: k.revoked_at.map(to_bson),
             last_used_at: k.last_used_at.map(to_bson),
+            controls: ControlsDoc::of(&k.controls),
+            previous: k.previous.as_ref().map(PreviousDoc::of),
         }
     }
 }
@@ -657,12 +722,37 @@ impl KeyStore for MongoStore {
         Ok(docs.into_iter().map(Into::into).collect())
     }
 
-    async fn rename_key(&self, key_id: &str, name: Option<&str>) -> anyhow::Result<bool> {
+    async fn update_key(
+        &self,
+        key_id: &str,
+        name: Option<&str>,
+        controls: &KeyControls,
+    ) -> anyhow::Result<bool> {
+        let update = match ControlsDoc::of(controls) {
+            Some(doc) => doc! {"$set": {"name": name, "controls": mongodb::bson::to_bson(&doc)?}},
+            None => doc! {"$set": {"name": name}, "$unset": {"controls": ""}},
+        };
+        let result = self.keys.update_one(doc! {"_id": key_id}, update).await?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn rotate_key(
+        &self,
+        key_id: &str,
+        new_hash: &str,
+        previous: &PreviousSecret,
+    ) -> anyhow::Result<bool> {
         let result = self
             .keys
-            .update_one(doc! {"_id": key_id}, doc! {"$set": {"name": name}})
+            .update_one(
+                doc! {"_id": key_id, "hash": &previous.hash, "revoked_at": null},
+                doc! {"$set": {
+                    "hash": new_hash,
+                    "previous": mongodb::bson::to_bson(&PreviousDoc::of(previous))?,
+                }},
+            )
             .await?;
-        Ok(result.matched_count == 1)
+        Ok(result.modified_count == 1)
     }
 
     async fn revoke_key(&self, key_id: &str, at: OffsetDateTime) -> anyhow::Result<bool> {
@@ -738,6 +828,7 @@ impl UsageStore for MongoStore {
     async fn usage_totals(
         &self,
         account_id: &str,
+        key_id: Option<&str>,
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> anyhow::Result<Vec<UsageTotals>> {
@@ -755,8 +846,12 @@ impl UsageStore for MongoStore {
             day: DateTime,
             model: String,
         }
+        let mut filter = doc! {"account_id": account_id, "timestamp": {"$gte": to_bson(from), "$lt": to_bson(to)}};
+        if let Some(key_id) = key_id {
+            filter.insert("api_key_id", key_id);
+        }
         let pipeline = vec![
-            doc! {"$match": {"account_id": account_id, "timestamp": {"$gte": to_bson(from), "$lt": to_bson(to)}}},
+            doc! {"$match": filter},
             doc! {"$group": {
                 "_id": {"day": {"$dateTrunc": {"date": "$timestamp", "unit": "day"}}, "model": "$model"},
                 "requests": {"$sum": {"$ifNull": ["$count", 1_i64]}},

@@ -1,13 +1,32 @@
 // API keys: list, create (the plaintext is shown once), rename, revoke.
 
 import { get, post, patch, del } from "./api.js";
-import { $, h, setStatus, emptyState, notify, busy, ask, fmtDate, timeEl } from "./ui.js";
+import { $, h, setStatus, emptyState, notify, busy, ask, fmtDate, fmtUsd, timeEl } from "./ui.js";
 
 /** Key id → key, for labelling the recent-calls table. */
 export const keysById = new Map();
 
 function label(key) {
   return key.name ? `“${key.name}”` : `${key.prefix}…`;
+}
+
+/** The key's own controls and rotation state, as one line (nothing when it has none). */
+function controlsLine(key) {
+  const parts = [];
+  if (key.expires_at) parts.push([key.expired ? "Expired " : "Expires ", timeEl(key.expires_at)]);
+  if (key.monthly_spend_limit_usd != null) {
+    parts.push(`Spent ${fmtUsd(key.spend_this_month_usd || 0)} of ${fmtUsd(key.monthly_spend_limit_usd)} this month`);
+  }
+  if (key.models && key.models.length) parts.push(`Models: ${key.models.join(", ")}`);
+  if (key.requests_per_minute != null) parts.push(`${key.requests_per_minute} requests/min`);
+  if (key.rotation) parts.push(["Rotated; the old secret works until ", timeEl(key.rotation.previous_secret_valid_until)]);
+  if (!parts.length) return null;
+  const joined = [];
+  parts.forEach((part, i) => {
+    if (i) joined.push(" · ");
+    joined.push(part);
+  });
+  return h("p", { class: "key-meta key-controls" }, joined);
 }
 
 function keyItem(key) {
@@ -31,6 +50,7 @@ function keyItem(key) {
         revoked ? h("span", { class: "badge badge-off" }, "Revoked") : h("span", { class: "badge badge-ok" }, "Active"),
       ),
       h("p", { class: "key-meta" }, h("span", { class: "key-prefix" }, `${key.prefix}…`), " · ", meta),
+      revoked ? null : controlsLine(key),
     ),
     h(
       "div",
