@@ -196,24 +196,18 @@ impl Budget {
                 }
             }
         }
+        let resets = next_month_start(now);
         if let Some(cap_usd) = plan.monthly_spend_cap_usd {
             let counter = spend_counter_key(account_id, now);
-            let resets = next_month_start(now);
-            let expires_at = resets.unix_timestamp() + EXPIRY_GRACE_SECS;
-            let amount = nanos(worst.cost_usd);
-            let outcome = self.add(&counter, amount, nanos(cap_usd), expires_at).await;
-            match outcome {
-                Ok(CounterOutcome::Admitted { .. }) => {
-                    reservation.spend = Some(Held {
-                        counter,
-                        amount,
-                        expires_at,
-                    });
-                }
-                Ok(CounterOutcome::Refused) | Err(_) => {
+            match self
+                .hold_month(counter, worst.cost_usd, cap_usd, resets)
+                .await
+            {
+                Ok(held) => reservation.spend = Some(held),
+                Err(refused) => {
                     // Give the token reservation back: this call will not run.
                     self.settle(&reservation, 0, 0.0).await;
-                    outcome?;
+                    refused?;
                     let spent = self.spent(account_id, now).await.unwrap_or(cap_usd);
                     return Err(spend_cap_error(
                         plan,
@@ -227,23 +221,14 @@ impl Budget {
         }
         if let Some(limit_usd) = key_limit_usd {
             let counter = key_spend_counter_key(key_id, now);
-            let resets = next_month_start(now);
-            let expires_at = resets.unix_timestamp() + EXPIRY_GRACE_SECS;
-            let amount = nanos(worst.cost_usd);
-            let outcome = self
-                .add(&counter, amount, nanos(limit_usd), expires_at)
-                .await;
-            match outcome {
-                Ok(CounterOutcome::Admitted { .. }) => {
-                    reservation.key_spend = Some(Held {
-                        counter,
-                        amount,
-                        expires_at,
-                    });
-                }
-                Ok(CounterOutcome::Refused) | Err(_) => {
+            match self
+                .hold_month(counter, worst.cost_usd, limit_usd, resets)
+                .await
+            {
+                Ok(held) => reservation.key_spend = Some(held),
+                Err(refused) => {
                     self.settle(&reservation, 0, 0.0).await;
-                    outcome?;
+                    refused?;
                     let spent = self.key_spent(key_id, now).await.unwrap_or(limit_usd);
                     return Err(key_limit_error(limit_usd, spent, worst.cost_usd, resets));
                 }
@@ -283,6 +268,31 @@ impl Budget {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Holds `usd` on a monthly spend counter if it stays within `limit_usd`. `Err(Ok(()))` when the
+    /// limit refuses it, `Err(Err(e))` when the store failed: either way nothing is held.
+    async fn hold_month(
+        &self,
+        counter: String,
+        usd: f64,
+        limit_usd: f64,
+        resets: OffsetDateTime,
+    ) -> Result<Held, Result<(), GatewayError>> {
+        let expires_at = resets.unix_timestamp() + EXPIRY_GRACE_SECS;
+        let amount = nanos(usd);
+        match self
+            .add(&counter, amount, nanos(limit_usd), expires_at)
+            .await
+        {
+            Ok(CounterOutcome::Admitted { .. }) => Ok(Held {
+                counter,
+                amount,
+                expires_at,
+            }),
+            Ok(CounterOutcome::Refused) => Err(Ok(())),
+            Err(e) => Err(Err(e)),
+        }
     }
 
     async fn add(
