@@ -7,7 +7,9 @@
 // chart metrics, JSON export, profile correction, restriction → the free plan's spend against its cap
 // → upgrade to pro through (stand-in) Stripe Checkout, whose signed webhooks reach QNP before the
 // browser is back → the pro plan on the page and at the proxy at once → what async-stripe sent →
-// Manage billing in the (stand-in) portal and back → revoke the key (it is refused at once) → sign
+// Manage billing in the (stand-in) portal and back → edit the key's controls (a refused value shown
+// beside its field; the proxy applies the rest) → rotate it (both secrets work) → usage filtered by key
+// → revoke the key (it is refused at once) → sign
 // out → the Stripe return notice → a sign-out right after Checkout leaves no delayed billing reload
 // behind (a second context, fake clock) → sign in again and delete the account.
 //
@@ -49,6 +51,11 @@ function check(condition, message) {
 }
 
 const problems = [];
+// Error responses a step provokes on purpose (one each): Chromium logs them as console errors.
+const expectedErrors = [];
+function expectError(status, path) {
+  expectedErrors.push({ status, path });
+}
 const timings = [];
 // The screenshots written so far (printed at the end, pass or fail).
 const shots = [];
@@ -81,6 +88,11 @@ function watch(page) {
     if (msg.type() !== "error") return;
     const text = msg.text();
     const url = msg.location().url || "";
+    const allowed = expectedErrors.findIndex((e) => text.includes(`status of ${e.status}`) && url.includes(e.path));
+    if (allowed >= 0) {
+      expectedErrors.splice(allowed, 1);
+      return;
+    }
     problems.push(`console error: ${text}${url ? ` (${url})` : ""}`);
   });
   page.on("pageerror", (err) => problems.push(`uncaught exception: ${err.message}`));
@@ -513,18 +525,115 @@ async function main() {
       check((await page.locator("#bill-plan").textContent()) === "Pro", "back from the portal the plan is not Pro");
     });
 
-    await step("rename the key", async () => {
+    await step("edit the key: name and controls; a refused value stays beside its field", async () => {
       const row = page.locator(`#keys-active li[data-key-id="${key.id}"]`);
-      await row.getByRole("button", { name: /Rename/ }).click();
-      const dialog = page.locator("#rename-dialog");
+      await row.getByRole("button", { name: /Edit/ }).click();
+      const dialog = page.locator("#edit-dialog");
       await dialog.waitFor({ state: "visible" });
-      const input = dialog.getByLabel(/Name/);
-      check((await input.inputValue()) === "journey", `the rename field starts as ${JSON.stringify(await input.inputValue())}`);
-      await input.fill("journey (renamed)");
+      const name = dialog.getByLabel("Name");
+      check((await name.inputValue()) === "journey", `the name field starts as ${JSON.stringify(await name.inputValue())}`);
+      await name.fill("journey (renamed)");
+      const spend = dialog.getByLabel(/Monthly spend limit/);
+      await spend.fill("0");
+      expectError(400, `/keys/${key.id}`);
       await dialog.getByRole("button", { name: "Save" }).click();
+      const spendError = page.locator("#edit-spend-error");
+      await spendError.waitFor({ state: "visible" });
+      check(/monthly_spend_limit_usd/.test(await spendError.textContent()), `the spend error reads ${JSON.stringify(await spendError.textContent())}`);
+      check(await dialog.isVisible(), "the dialog closed on a refused value");
+      check((await name.inputValue()) === "journey (renamed)", "the refused save lost the other fields");
+      await spend.fill("5");
+      await dialog.getByLabel(/Models it may call/).fill("openai/*");
+      await dialog.getByLabel(/Requests per minute/).fill("30");
+      const tomorrow = new Date(Date.now() + 86_400_000);
+      const pad = (n) => String(n).padStart(2, "0");
+      await dialog.getByLabel(/Expires/).fill(
+        `${tomorrow.getFullYear()}-${pad(tomorrow.getMonth() + 1)}-${pad(tomorrow.getDate())}T12:00`,
+      );
+      await dialog.screenshot({ path: shot("edit-key.png") });
+      await dialog.getByRole("button", { name: "Save" }).click();
+      await dialog.waitFor({ state: "hidden" });
       await page.locator(`#keys-active li[data-key-id="${key.id}"] .key-name`, { hasText: "journey (renamed)" }).waitFor();
+      const controls = await row.locator(".key-controls").textContent();
+      for (const part of [/Expires /, /Spent \$[\d.]+ of \$5\.00 this month/, /Models: openai\/\*/, /30 requests\/min/]) {
+        check(part.test(controls), `the key's controls read ${JSON.stringify(controls)}, missing ${part}`);
+      }
+      // What the API now says of the key, and what the proxy does with it.
+      const listed = await page.evaluate(async (id) => {
+        const res = await fetch("/keys", { credentials: "same-origin" });
+        return (await res.json()).data.find((k) => k.id === id);
+      }, key.id);
+      // The limit counts what the key already spent this month, before it was set.
+      check(listed.spend_this_month_usd > 0, `the key's spend this month reads ${listed.spend_this_month_usd}`);
+      check(listed.monthly_spend_limit_usd === 5 && listed.requests_per_minute === 30 && listed.models.join() === "openai/*",
+        `GET /keys shows ${JSON.stringify(listed)}`);
+      check(Math.abs(new Date(listed.expires_at) - new Date(tomorrow.setHours(12, 0, 0, 0))) < 1000,
+        `the expiry was stored as ${listed.expires_at}, not tomorrow 12:00 local time`);
       const res = await fetch(`${BASE}/v1/models`, { headers: { authorization: `Bearer ${key.plaintext}` } });
-      check(res.status === 200, `after the rename the key gets ${res.status} from GET /v1/models`);
+      const models = (await res.json()).data.map((m) => m.id);
+      check(res.status === 200 && models.length > 0 && models.every((m) => m.startsWith("openai/")),
+        `GET /v1/models with the key lists ${JSON.stringify(models)}`);
+      const call = await proxiedCall(key.plaintext);
+      check(call.status === 200 && call.headers.get("x-ratelimit-limit-requests") === "30",
+        `a call with the key answered ${call.status}, limit ${call.headers.get("x-ratelimit-limit-requests")}`);
+    });
+
+    await step("rotate the key: the new secret shown once, the old one works for the chosen grace", async () => {
+      const row = page.locator(`#keys-active li[data-key-id="${key.id}"]`);
+      await row.getByRole("button", { name: /Rotate/ }).click();
+      const dialog = page.locator("#rotate-dialog");
+      await dialog.waitFor({ state: "visible" });
+      await dialog.getByLabel(/keeps working for/).selectOption("1");
+      const started = Date.now();
+      await dialog.getByRole("button", { name: "Rotate key" }).click();
+      const box = page.locator("#new-key");
+      await box.waitFor({ state: "visible" });
+      const fresh = await page.locator("#new-key-value").inputValue();
+      check(fresh.startsWith(`qnp_${key.id}_`) && fresh !== key.plaintext, `the rotated key reads ${JSON.stringify(fresh)}`);
+      const note = await page.locator("#new-key-note").textContent();
+      check(/old secret keeps working until/.test(note), `the rotation note reads ${JSON.stringify(note)}`);
+      await page.getByRole("button", { name: "Done" }).click();
+      await box.waitFor({ state: "hidden" });
+      const controls = await row.locator(".key-controls").textContent();
+      check(/Rotated; the old secret works until/.test(controls), `after rotating the key reads ${JSON.stringify(controls)}`);
+      const until = await row.locator(".key-controls time").last().getAttribute("datetime");
+      const grace = new Date(until) - started;
+      check(grace > 3_500_000 && grace < 3_700_000, `the old secret is valid for ${grace} ms, not one hour`);
+      for (const [which, secret] of [["new", fresh], ["old", key.plaintext]]) {
+        const { status, body } = await proxiedCall(secret);
+        check(status === 200, `a call with the ${which} secret answered ${status}: ${body}`);
+      }
+      key.previous = key.plaintext;
+      key.plaintext = fresh;
+    });
+
+    await step("usage filtered by key", async () => {
+      // A second key with no calls, so the filter has something to tell apart.
+      await page.locator("#key-name").fill("idle");
+      await page.locator("#create-key").click();
+      await page.locator("#new-key").waitFor({ state: "visible" });
+      await page.getByRole("button", { name: "Done" }).click();
+      const idle = await page.locator("#keys-active li[data-state=active]", { hasText: "idle" }).getAttribute("data-key-id");
+      const filter = page.getByLabel("Key", { exact: true });
+      await filter.selectOption(idle);
+      await page.getByText("No usage with this key").waitFor();
+      check(requests.some((r) => r.startsWith("GET /usage?") && r.includes(`key=${idle}`)), "the filtered view did not ask for the key's usage");
+      await filter.selectOption(key.id);
+      await page.locator("#usage-summary", { hasText: "with the key journey (renamed)" }).waitFor();
+      const mine = JSON.parse(await page.locator("#usage-chart").getAttribute("data-days"));
+      const { by_day: byDay } = await page.evaluate(
+        async ([id, day]) => (await fetch(`/usage?from=${day}&to=${day}&key=${id}`)).json(),
+        [key.id, today],
+      );
+      const served = byDay.find((d) => d.day === today);
+      check(served && mine[today] === served.requests && served.requests >= 4,
+        `the chart for the key shows ${JSON.stringify(mine)}, the API ${JSON.stringify(served)}`);
+      await filter.selectOption("");
+      await page.locator("#usage-summary", { hasNotText: "with the key" }).waitFor();
+      const idleRow = page.locator(`#keys-active li[data-key-id="${idle}"]`);
+      await idleRow.getByRole("button", { name: /Revoke/ }).click();
+      await page.locator("#revoke-dialog").getByRole("button", { name: "Revoke key" }).click();
+      await page.locator(`#keys-revoked li[data-key-id="${idle}"]`).waitFor({ state: "attached" });
     });
 
     await step("revoke the key; it is refused at once", async () => {
@@ -537,8 +646,10 @@ async function main() {
       check((await page.locator(`#keys-active li[data-key-id="${key.id}"]`).count()) === 0, "the revoked key is still listed as active");
       await page.getByText("No active keys").waitFor();
       // No waiting: under `qnp serve` revocation reaches the proxy's key cache in the same process.
-      const { status, body } = await proxiedCall(key.plaintext);
-      check(status === 401, `a call with the revoked key answered ${status}: ${body}`);
+      for (const secret of [key.plaintext, key.previous]) {
+        const { status, body } = await proxiedCall(secret);
+        check(status === 401, `a call with the revoked key answered ${status}: ${body}`);
+      }
     });
 
     await step("sign out", async () => {

@@ -1,7 +1,7 @@
-// API keys: list, create (the plaintext is shown once), rename, revoke.
+// API keys: list, create (the plaintext is shown once), edit name and controls, rotate, revoke.
 
 import { get, post, patch, del } from "./api.js";
-import { $, h, setStatus, emptyState, notify, busy, ask, fmtDate, fmtUsd, timeEl } from "./ui.js";
+import { $, h, setStatus, emptyState, notify, busy, ask, fmtDate, fmtDateTime, fmtUsd, timeEl } from "./ui.js";
 
 /** Key id → key, for labelling the recent-calls table. */
 export const keysById = new Map();
@@ -55,16 +55,30 @@ function keyItem(key) {
     h(
       "div",
       { class: "key-actions" },
-      h(
-        "button",
-        {
-          type: "button",
-          class: "btn btn-small",
-          "aria-label": `Rename key ${key.name || key.prefix}`,
-          onclick: (event) => rename(key, event.currentTarget),
-        },
-        "Rename",
-      ),
+      revoked
+        ? null
+        : h(
+            "button",
+            {
+              type: "button",
+              class: "btn btn-small",
+              "aria-label": `Edit key ${key.name || key.prefix}`,
+              onclick: () => edit(key),
+            },
+            "Edit",
+          ),
+      revoked
+        ? null
+        : h(
+            "button",
+            {
+              type: "button",
+              class: "btn btn-small",
+              "aria-label": `Rotate key ${key.name || key.prefix}`,
+              onclick: (event) => rotate(key, event.currentTarget),
+            },
+            "Rotate",
+          ),
       revoked
         ? null
         : h(
@@ -149,6 +163,11 @@ function showSecret(key) {
   $("new-key-name").textContent = key.name ? `: ${key.name}` : "";
   $("new-key-value").value = key.key;
   $("new-key-copied").textContent = "";
+  const note = $("new-key-note");
+  note.textContent = key.rotation
+    ? `The old secret keeps working until ${fmtDateTime(key.rotation.previous_secret_valid_until)}; update your clients before then.`
+    : "";
+  note.hidden = !key.rotation;
   box.hidden = false;
   // Straight to the Copy button: copying is the one thing the user must do now.
   $("new-key-copy").focus();
@@ -175,22 +194,131 @@ async function copySecret() {
   }
 }
 
-async function rename(key, button) {
-  const input = $("rename-input");
-  input.value = key.name || "";
-  const dialog = $("rename-dialog");
-  const answer = ask(dialog);
-  input.focus();
-  input.select();
-  if ((await answer) !== "save") return;
-  await busy(button, async () => {
+// ---- edit: name and controls ----
+
+/** The form's fields: the API's field, its input, how a key's value shows in it, how the input reads back. */
+const EDIT_FIELDS = [
+  { field: "name", input: "edit-name", show: (k) => k.name || "", read: (v) => v.trim() || null },
+  {
+    field: "expires_at",
+    input: "edit-expires",
+    show: (k) => (k.expires_at ? localInput(k.expires_at) : ""),
+    // datetime-local has no zone: the browser reads it as local time, the API gets the UTC instant.
+    read: (v) => (v ? new Date(v).toISOString() : null),
+  },
+  {
+    field: "monthly_spend_limit_usd",
+    input: "edit-spend",
+    show: (k) => (k.monthly_spend_limit_usd == null ? "" : String(k.monthly_spend_limit_usd)),
+    read: (v) => (v.trim() === "" ? null : Number(v)),
+  },
+  {
+    field: "models",
+    input: "edit-models",
+    show: (k) => (k.models || []).join(", "),
+    read: (v) => {
+      const list = v.split(",").map((m) => m.trim()).filter(Boolean);
+      return list.length ? list : null;
+    },
+  },
+  {
+    field: "requests_per_minute",
+    input: "edit-rpm",
+    show: (k) => (k.requests_per_minute == null ? "" : String(k.requests_per_minute)),
+    read: (v) => (v.trim() === "" ? null : Number(v)),
+  },
+];
+
+/** An instant as a datetime-local value in the user's time zone (minute precision). */
+function localInput(iso) {
+  const d = new Date(iso);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+function fieldError(spec, message) {
+  const input = $(spec.input);
+  const error = $(`${spec.input}-error`);
+  error.textContent = message || "";
+  error.hidden = !message;
+  if (message) input.setAttribute("aria-invalid", "true");
+  else input.removeAttribute("aria-invalid");
+}
+
+/** Only what the user changed is sent: an untouched field keeps its value (PATCH semantics). */
+function changes(key) {
+  const body = {};
+  for (const spec of EDIT_FIELDS) {
+    const input = $(spec.input);
+    if (input.value === spec.show(key)) continue;
+    body[spec.field] = spec.read(input.value);
+  }
+  return body;
+}
+
+let editing = null;
+
+function edit(key) {
+  editing = { key };
+  for (const spec of EDIT_FIELDS) {
+    $(spec.input).value = spec.show(key);
+    fieldError(spec, "");
+  }
+  $("edit-dialog").showModal();
+  $("edit-name").focus();
+}
+
+async function saveEdit(event) {
+  event.preventDefault();
+  if (!editing) return;
+  const { key } = editing;
+  const body = changes(key);
+  const dialog = $("edit-dialog");
+  for (const spec of EDIT_FIELDS) fieldError(spec, "");
+  if (Object.keys(body).length === 0) {
+    dialog.close();
+    return;
+  }
+  await busy($("edit-save"), async () => {
     try {
-      const renamed = await patch(`/keys/${encodeURIComponent(key.id)}`, { name: input.value.trim() || null });
-      notify(renamed.name ? `Key renamed to “${renamed.name}”.` : "Key name cleared.", "ok");
+      await patch(`/keys/${encodeURIComponent(key.id)}`, body);
+      dialog.close();
+      editing = null;
+      notify(`Key ${label(key)} saved.`, "ok");
       await load();
       $("keys-title").focus();
     } catch (err) {
-      notify(`Could not rename the key: ${err.message}`, "error");
+      // A refused value stays in the form beside its message, so the user can correct it.
+      const spec = EDIT_FIELDS.find((s) => s.field === err.param);
+      if (spec) {
+        fieldError(spec, err.message);
+        $(spec.input).focus();
+      } else {
+        notify(`Could not save the key: ${err.message}`, "error");
+      }
+    }
+  });
+}
+
+function cancelEdit() {
+  editing = null;
+  $("edit-dialog").close();
+}
+
+// ---- rotate ----
+
+async function rotate(key, button) {
+  $("rotate-key-label").textContent = label(key);
+  $("rotate-grace").value = "24";
+  if ((await ask($("rotate-dialog"))) !== "rotate") return;
+  const hours = Number($("rotate-grace").value);
+  await busy(button, async () => {
+    try {
+      const rotated = await post(`/keys/${encodeURIComponent(key.id)}/rotate`, { grace_period_hours: hours });
+      showSecret(rotated);
+      await load();
+    } catch (err) {
+      notify(`Could not rotate the key: ${err.message}`, "error");
     }
   });
 }
@@ -226,4 +354,12 @@ export function init() {
   $("key-form").addEventListener("submit", create);
   $("new-key-copy").addEventListener("click", copySecret);
   $("new-key-done").addEventListener("click", hideSecret);
+  $("edit-form").addEventListener("submit", saveEdit);
+  $("edit-cancel").addEventListener("click", cancelEdit);
+  // A refused value's message goes as soon as the user changes the value.
+  for (const spec of EDIT_FIELDS) $(spec.input).addEventListener("input", () => fieldError(spec, ""));
+  // Escape closes the dialog without saving.
+  $("edit-dialog").addEventListener("close", () => {
+    editing = null;
+  });
 }

@@ -3,6 +3,7 @@
 // the CSV export form.
 
 import { get } from "./api.js";
+import { keysById } from "./keys.js";
 import { $, h, setStatus, emptyState, lastDays, addDays, utcDay, fmtDay, fmtInt, fmtCompact, fmtUsd, plural } from "./ui.js";
 
 const DAYS = 30;
@@ -114,13 +115,36 @@ function renderTable(data) {
   );
 }
 
+/** The key the view is filtered to ("" for all), and its label. */
+function selectedKey() {
+  const id = $("usage-key").value;
+  const key = id ? keysById.get(id) : null;
+  return { id, label: key ? key.name || `${key.prefix}…` : null };
+}
+
+/** The key filter lists every key the account has (revoked ones too: their usage stays for 30 days). */
+function fillKeyFilter() {
+  const select = $("usage-key");
+  const current = select.value;
+  const keys = [...keysById.values()].sort((a, b) => (b.created_at || "").localeCompare(a.created_at || ""));
+  select.replaceChildren(
+    h("option", { value: "" }, "All keys"),
+    ...keys.map((k) =>
+      h("option", { value: k.id }, `${k.name || "Unnamed key"} (${k.prefix}…)${k.revoked_at ? ", revoked" : ""}`),
+    ),
+  );
+  select.value = keysById.has(current) ? current : "";
+}
+
 function summarize(data) {
   const tokens = data.by_day.reduce((sum, d) => sum + d.tokens, 0);
   const busiest = [...data.by_day].sort((a, b) => b.requests - a.requests)[0];
   const top = modelsOf(data)[0];
   return (
     `${plural(data.requests, "request")}, ${plural(tokens, "token")} and ${fmtUsd(data.cost_usd)} ` +
-    `over the last ${DAYS} days, across ${plural(data.by_model.length, "model")}` +
+    `over the last ${DAYS} days` +
+    (selectedKey().label ? ` with the key ${selectedKey().label}` : "") +
+    `, across ${plural(data.by_model.length, "model")}` +
     (top ? ` (most used: ${top})` : "") +
     (busiest ? `. Busiest day: ${fmtDay(busiest.day)}, ${plural(busiest.requests, "request")}.` : ".")
   );
@@ -128,15 +152,20 @@ function summarize(data) {
 
 function render(data) {
   lastData = data;
-  $("ov-requests").textContent = plural(data.requests, "request");
-  $("ov-cost").textContent = `${fmtUsd(data.cost_usd)} spent`;
+  // The overview's totals are the account's; a filtered view leaves them as they were.
+  if (!data.key) {
+    $("ov-requests").textContent = plural(data.requests, "request");
+    $("ov-cost").textContent = `${fmtUsd(data.cost_usd)} spent`;
+  }
   const empty = data.totals.length === 0;
   $("chart-box").hidden = empty;
   $("usage-table-wrap").hidden = empty;
   const summary = $("usage-summary");
   if (empty) {
     summary.replaceChildren(
-      emptyState("No usage yet", "Calls made with your keys show up here within seconds. Usage is kept for 30 days."),
+      data.key
+        ? emptyState("No usage with this key", "Nothing in the last 30 days; choose All keys to see the rest.")
+        : emptyState("No usage yet", "Calls made with your keys show up here within seconds. Usage is kept for 30 days."),
     );
     if (chart) {
       chart.destroy();
@@ -154,7 +183,10 @@ export async function load() {
   if (!lastData) setStatus(status, "Loading usage…");
   const days = lastDays(DAYS);
   try {
-    const data = await get(`/usage?from=${days[0]}&to=${days[days.length - 1]}`);
+    const query = new URLSearchParams({ from: days[0], to: days[days.length - 1] });
+    const key = selectedKey().id;
+    if (key) query.set("key", key);
+    const data = await get(`/usage?${query}`);
     setStatus(status, "");
     render(data);
   } catch (err) {
@@ -191,9 +223,12 @@ export function reset() {
   $("chart-box").hidden = true;
   $("usage-table-wrap").hidden = true;
   setStatus($("usage-status"), "");
+  $("usage-key").replaceChildren(h("option", { value: "" }, "All keys"));
 }
 
 export function init() {
+  document.addEventListener("qnp:keys", fillKeyFilter);
+  $("usage-key").addEventListener("change", load);
   for (const input of document.querySelectorAll('input[name="metric"]')) {
     input.addEventListener("change", () => lastData && lastData.totals.length && drawChart(lastData));
   }
