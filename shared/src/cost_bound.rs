@@ -10,9 +10,11 @@
 //!   byte of text per token, and JSON only adds bytes), plus a fixed allowance for each part the body
 //!   names but does not contain in full: an image, a document, an Anthropic-defined tool whose definition
 //!   the provider expands.
-//! * **Refusal**: fields whose price the catalog cannot express (a priority or flex service tier, hosted
-//!   tools billed per use, audio, files stored at the provider) get a 400 naming the field; they are never
-//!   forwarded unpriced.
+//! * **Tier**: a `service_tier` the request selects (`flex`, `priority`) is reserved and priced at that
+//!   tier's rates, and refused for a model the catalog lists no such rates for; long-context rates apply
+//!   to the bound whenever the prompt may exceed the model's threshold.
+//! * **Refusal**: fields whose price the catalog cannot express (hosted tools billed per use, audio,
+//!   files stored at the provider) get a 400 naming the field; they are never forwarded unpriced.
 //!
 //! Every count saturates; numeric fields outside what any provider accepts are refused.
 //!
@@ -26,6 +28,7 @@ use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 
 use crate::catalog::{Model, ModelKind};
 use crate::error::GatewayError;
+use crate::pricing::ServiceTier;
 use crate::usage::TokenUsage;
 use crate::wire::RequestBody;
 
@@ -58,6 +61,11 @@ pub struct CostBound {
     /// Hosted web searches the call may run (a Responses `web_search` tool: its `max_tool_calls`, else
     /// [`DEFAULT_WEB_SEARCHES`], which the provider is then sent), each at the model's per-call fee.
     pub web_searches: u64,
+    /// The processing tier the request selects; standard when it names none (or `auto`/`default`).
+    pub service_tier: ServiceTier,
+    /// The request asks OpenAI for extended prompt-cache retention (`prompt_cache_retention` other
+    /// than `in_memory`), whose writes are billed at the long-lived write rate.
+    pub long_cache_writes: bool,
 }
 
 /// The web searches a call with the `web_search` tool and no `max_tool_calls` may run: QNP sends this
@@ -121,7 +129,8 @@ impl CostBound {
         if let Some(raw) = body.raw("prediction").filter(|r| *r != "null") {
             bound.extra_output = raw.len() as u64;
         }
-        standard_tier(body, &["auto", "default"])?;
+        bound.service_tier = requested_tier(body, &["auto", "default"])?;
+        bound.long_cache_writes = extended_retention(body)?;
         refuse_present(body, &["web_search_options", "audio"])?;
         if let Some(modalities) = body.get::<Vec<Cow<str>>>("modalities", "an array of strings")?
             && modalities.iter().any(|m| m != "text")
@@ -160,7 +169,27 @@ impl CostBound {
             ..CostBound::default()
         };
         bound.max_output = token_field(body, "max_tokens")?;
-        standard_tier(body, &["auto", "standard_only"])?;
+        bound.service_tier = requested_tier(body, &["auto", "standard_only"])?;
+        match body.get::<Cow<str>>("speed", "a string")?.as_deref() {
+            None | Some("standard") => {}
+            Some("fast") => bound.service_tier = ServiceTier::Fast,
+            Some(_) => {
+                return Err(GatewayError::field(
+                    "speed",
+                    "'speed' must be \"standard\" or \"fast\"",
+                ));
+            }
+        }
+        // US-only inference is billed at 1.1 times every rate, which the catalog does not express.
+        if let Some(geo) = body.get::<Cow<str>>("inference_geo", "a string")?
+            && geo != "global"
+        {
+            return Err(unpriced(
+                "inference_geo",
+                "inference pinned to one region is billed at rates this gateway does not price; \
+                 omit 'inference_geo' or send \"global\"",
+            ));
+        }
         refuse_present(body, &["mcp_servers", "container"])?;
         if let Some(tools) = body.get::<Vec<ToolShape>>("tools", "an array of tools")? {
             for (i, tool) in tools.iter().enumerate() {
@@ -199,7 +228,8 @@ impl CostBound {
             ..CostBound::default()
         };
         bound.max_output = token_field(body, "max_output_tokens")?;
-        standard_tier(body, &["auto", "default"])?;
+        bound.service_tier = requested_tier(body, &["auto", "default"])?;
+        bound.long_cache_writes = extended_retention(body)?;
         if let Some(tools) = body.get::<Vec<ResponsesTool>>("tools", "an array of tools")? {
             for (i, tool) in tools.iter().enumerate() {
                 if tool.kind.as_deref().is_some_and(is_web_search) {
@@ -254,16 +284,34 @@ impl CostBound {
                 (prompt, output)
             }
         };
-        let searches = self.web_searches as f64 * model.web_search_per_call_usd.unwrap_or(0.0);
+        let fees = self.web_searches as f64 * model.web_search_per_call_usd.unwrap_or(0.0)
+            + self.images as f64 * model.input_per_image_usd.unwrap_or(0.0);
         ModelBound {
             prompt_tokens,
             output_tokens,
-            cost_usd: model.worst_cost_usd(prompt_tokens, output_tokens) + searches,
+            cost_usd: model.worst_cost_usd(
+                self.service_tier,
+                prompt_tokens,
+                output_tokens,
+                self.long_cache_writes,
+            ) + fees,
         }
     }
 
-    /// Refuses a call `model` cannot be priced for: hosted web searches on a model without a fee.
+    /// Refuses a call `model` cannot be priced for: a service tier it is not sold at, hosted web
+    /// searches on a model without a fee.
     pub fn priced_for(&self, model: &Model) -> Result<(), GatewayError> {
+        if model.tier_rates(self.service_tier).is_none() {
+            return Err(GatewayError::field(
+                "service_tier",
+                format!(
+                    "'{}' has no {} service tier in this gateway's catalog; omit 'service_tier' or use \
+                     a model sold at that tier",
+                    model.id,
+                    self.service_tier.as_str()
+                ),
+            ));
+        }
         if self.web_searches > 0 && model.web_search_per_call_usd.is_none() {
             return Err(GatewayError::field(
                 "tools",
@@ -291,7 +339,10 @@ impl CostBound {
         }
         .for_model(model)
         .cost_usd;
-        let per_token = model.output_per_mtok / 1_000_000.0 * self.choices.max(1) as f64;
+        let prompt_tokens = self.for_model(model).prompt_tokens;
+        let (_, output_rate) =
+            model.worst_rates(self.service_tier, prompt_tokens, self.long_cache_writes);
+        let per_token = output_rate / 1_000_000.0 * self.choices.max(1) as f64;
         if per_token <= 0.0 {
             return if prompt_usd <= usd { limit } else { 0 };
         }
@@ -391,27 +442,46 @@ fn unpriced(field: &str, message: &str) -> GatewayError {
     GatewayError::field(field, message)
 }
 
-/// A `service_tier` the catalog's prices hold for, or none.
-fn standard_tier(body: &RequestBody, allowed: &[&str]) -> Result<(), GatewayError> {
-    match body.get::<Cow<str>>("service_tier", "a string")? {
-        None => Ok(()),
-        Some(tier) if allowed.contains(&tier.as_ref()) => Ok(()),
-        Some(tier) => {
+/// The tier a request's `service_tier` selects: standard for the values in `standard` (and none),
+/// `flex`, `fast` (or its old name `priority`) or `ultrafast` on the OpenAI routes (whether the model is sold at it is checked per model in
+/// [`CostBound::priced_for`]), and a 400 for anything else.
+fn requested_tier(body: &RequestBody, standard: &[&str]) -> Result<ServiceTier, GatewayError> {
+    let Some(tier) = body.get::<Cow<str>>("service_tier", "a string")? else {
+        return Ok(ServiceTier::Standard);
+    };
+    if standard.contains(&tier.as_ref()) {
+        return Ok(ServiceTier::Standard);
+    }
+    // Anthropic's requests select no tier beyond these (its fast mode is `speed`, read by the caller).
+    let openai = standard.contains(&"default");
+    match tier.as_ref() {
+        "flex" if openai => Ok(ServiceTier::Flex),
+        "priority" | "fast" if openai => Ok(ServiceTier::Fast),
+        "ultrafast" if openai => Ok(ServiceTier::Ultrafast),
+        _ => {
             let shown: String = tier.chars().take(40).collect();
-            let allowed = allowed
-                .iter()
-                .map(|t| format!("'{t}'"))
-                .collect::<Vec<_>>()
-                .join(" or ");
+            let mut allowed: Vec<String> = standard.iter().map(|t| format!("'{t}'")).collect();
+            if openai {
+                allowed.extend(["'flex'", "'fast'", "'priority'", "'ultrafast'"].map(String::from));
+            }
             Err(GatewayError::field(
                 "service_tier",
                 format!(
-                    "the service tier '{shown}' is billed at rates this gateway's catalog does not \
-                     have; omit 'service_tier' or send {allowed}"
+                    "the service tier '{shown}' is not one this gateway prices; send {} or omit \
+                     'service_tier'",
+                    allowed.join(", ")
                 ),
             ))
         }
     }
+}
+
+/// Whether an OpenAI request asks for extended prompt-cache retention (`24h`, or any value but the
+/// default `in_memory`): its cache writes are billed at the model's long-lived write rate.
+fn extended_retention(body: &RequestBody) -> Result<bool, GatewayError> {
+    Ok(body
+        .get::<Cow<str>>("prompt_cache_retention", "a string")?
+        .is_some_and(|r| r != "in_memory"))
 }
 
 /// Refuses the first of `fields` the body sets: each runs something the gateway cannot price.
@@ -688,7 +758,7 @@ mod tests {
         let model = catalog.get("openai/gpt-4o-mini").unwrap();
         let bound =
             CostBound::chat_completions(&body(json!({"n": 2, "messages": []})), 1_000).unwrap();
-        let prompt_usd = model.worst_cost_usd(1_000, 0);
+        let prompt_usd = model.worst_cost_usd(ServiceTier::Standard, 1_000, 0, false);
         let per_token = model.output_per_mtok / 1e6 * 2.0;
         let usd = prompt_usd + 500.5 * per_token;
         assert_eq!(bound.affordable_output(model, usd), 500);
@@ -748,7 +818,7 @@ mod tests {
         };
         let added = with_searches.for_model(model).cost_usd - without.for_model(model).cost_usd;
         assert!((added - 3.0 * fee).abs() < 1e-12);
-        let claude = catalog.get("anthropic/claude-sonnet-4-5").unwrap();
+        let claude = catalog.get("anthropic/claude-sonnet-5-5").unwrap();
         assert!(
             with_searches.priced_for(claude).is_err(),
             "no web search price"
@@ -774,9 +844,12 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        let err = CostBound::responses(&body(json!({"input": "x", "service_tier": "flex"})), 10)
+        let err = CostBound::responses(&body(json!({"input": "x", "service_tier": "scale"})), 10)
             .unwrap_err();
         assert!(err.to_string().contains("service tier"));
+        let flex =
+            CostBound::responses(&body(json!({"input": "x", "service_tier": "flex"})), 10).unwrap();
+        assert_eq!(flex.service_tier, ServiceTier::Flex);
         let err = CostBound::responses(
             &body(json!({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file-1"}]}]})),
             10,

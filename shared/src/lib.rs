@@ -16,6 +16,7 @@ pub mod keys;
 pub mod lambda;
 pub mod limits;
 pub mod plans;
+pub mod pricing;
 pub mod privacy;
 pub mod providers;
 pub mod refusals;

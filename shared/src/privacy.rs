@@ -334,6 +334,8 @@ mod tests {
             error_type: None,
             source_ip: None,
             count: 1,
+            rates: None,
+            output_cap_tokens: None,
         };
         let value = serde_json::to_value(&record).unwrap();
         let mut keys: Vec<&str> = value

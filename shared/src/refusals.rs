@@ -134,6 +134,8 @@ mod tests {
             error_type: Some("rate_limit_exceeded".into()),
             source_ip: None,
             count: 1,
+            rates: None,
+            output_cap_tokens: None,
         }
     }
 

@@ -7,6 +7,8 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::pricing::{AppliedRates, ServiceTier, per_mtok};
+
 /// Token counts as the upstream reported them. `prompt_tokens` includes cached and cache-write tokens;
 /// `completion_tokens` includes reasoning tokens (OpenAI's convention, which other providers map onto).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,7 +17,8 @@ pub struct TokenUsage {
     pub completion_tokens: u64,
     pub cached_tokens: u64,
     pub cache_write_tokens: u64,
-    /// The part of `cache_write_tokens` written with a 1-hour lifetime (priced higher than 5 minutes).
+    /// The part of `cache_write_tokens` written to live long (Anthropic's 1-hour lifetime, OpenAI's
+    /// extended retention), priced above the default lifetime.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cache_write_1h_tokens: u64,
     pub reasoning_tokens: u64,
@@ -23,6 +26,13 @@ pub struct TokenUsage {
     /// call at the model's `web_search_per_call_usd`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub web_search_calls: u64,
+    /// Images in the request, for models that charge a fee per input image (counted by the gateway:
+    /// providers do not report them).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub input_images: u64,
+    /// The processing tier the provider reports serving the call at, when it reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_tier: Option<ServiceTier>,
     /// The provider did not report these counts; the gateway estimated them (about four bytes of
     /// request or response per token) so the call is still metered. Never set when the provider counts.
     #[serde(default)]
@@ -51,8 +61,31 @@ impl TokenUsage {
             cache_write_1h_tokens: cap(self.cache_write_1h_tokens).min(cache_write_tokens),
             reasoning_tokens: cap(self.reasoning_tokens),
             web_search_calls: cap(self.web_search_calls),
+            input_images: cap(self.input_images),
+            service_tier: self.service_tier,
             estimated: self.estimated,
         }
+    }
+
+    /// The cost of this usage at `rates`. Cached prompt tokens and cache writes are part of
+    /// `prompt_tokens`; long-lived cache writes are part of the cache writes.
+    pub fn cost_at(&self, rates: &AppliedRates) -> f64 {
+        let cached = self.cached_tokens.min(self.prompt_tokens);
+        let written = self
+            .cache_write_tokens
+            .min(self.prompt_tokens.saturating_sub(cached));
+        let written_1h = self.cache_write_1h_tokens.min(written);
+        let fresh = self
+            .prompt_tokens
+            .saturating_sub(cached)
+            .saturating_sub(written);
+        per_mtok(fresh, rates.input_per_mtok)
+            + per_mtok(cached, rates.cached_input_per_mtok)
+            + per_mtok(written - written_1h, rates.cache_write_per_mtok)
+            + per_mtok(written_1h, rates.cache_write_1h_per_mtok)
+            + per_mtok(self.completion_tokens, rates.output_per_mtok)
+            + self.web_search_calls as f64 * rates.web_search_per_call_usd
+            + self.input_images as f64 * rates.input_per_image_usd
     }
 
     /// Prompt and completion tokens together, saturating (counts come from upstreams).
@@ -93,6 +126,14 @@ pub struct UsageRecord {
     /// The gateway's error type when the call failed (or a stream ended abnormally).
     pub error_type: Option<String>,
     pub source_ip: Option<String>,
+    /// The rates the cost was computed at (tier, long-context, each token kind's rate and the fees);
+    /// none on rows with no model (refused before one was chosen) and on rows older than the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rates: Option<AppliedRates>,
+    /// The output limit the gateway set because the client set none and the spend cap left money for
+    /// fewer tokens than the model's own limit (also sent as `x-qnp-max-output-tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_cap_tokens: Option<u64>,
     /// How many calls the row stands for: 1, except for a row that sums up one key's refusals of one
     /// kind in one minute (see `refusals`), so refusals cost bounded storage.
     #[serde(default = "one")]
@@ -346,6 +387,8 @@ mod tests {
                 cache_write_1h_tokens: 0,
                 web_search_calls: 0,
                 estimated: false,
+                input_images: 0,
+                service_tier: None,
             },
             latency_ms: 120,
             ttft_ms: Some(30),
@@ -354,6 +397,8 @@ mod tests {
             error_type: None,
             source_ip: Some("127.0.0.1".into()),
             count: 1,
+            rates: None,
+            output_cap_tokens: None,
         };
         let mut writer = CsvWriter::new(Vec::new()).unwrap();
         writer.write(&row).unwrap();
@@ -416,6 +461,8 @@ mod tests {
             error_type: Some("@SUM(1+1)".into()),
             source_ip: None,
             count: 1,
+            rates: None,
+            output_cap_tokens: None,
         };
         let text = String::from_utf8(csv_rows(std::slice::from_ref(&row))).unwrap();
         assert!(text.contains(",'=cmd|' /C calc'!A0,"), "{text}");

@@ -104,6 +104,8 @@ async fn main() {
                     web_search_calls: 0,
                     reasoning_tokens: 0,
                     estimated: false,
+                    input_images: 0,
+                    service_tier: None,
                 },
                 latency_ms: 812,
                 ttft_ms: Some(210),
@@ -112,6 +114,8 @@ async fn main() {
                 error_type: None,
                 source_ip: Some("203.0.113.7".into()),
                 count: 1,
+                rates: None,
+                output_cap_tokens: None,
             })
             .collect();
         stores.records.insert_usage(&chunk).await.unwrap();

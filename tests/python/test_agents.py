@@ -149,7 +149,7 @@ def test_claude_code_runs_a_tool_through_qnp_with_its_betas(claude_gateway, tmp_
             # The environment the README gives Claude Code users.
             "ANTHROPIC_BASE_URL": gateway.base_url.removesuffix("/v1"),
             "ANTHROPIC_API_KEY": key,
-            "ANTHROPIC_MODEL": "anthropic/claude-sonnet-4-5",
+            "ANTHROPIC_MODEL": "anthropic/claude-sonnet-5-5",
             "ANTHROPIC_SMALL_FAST_MODEL": "anthropic/claude-haiku-4-5",
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
             "DISABLE_AUTOUPDATER": "1",

@@ -22,18 +22,18 @@ def test_messages_create_and_stream_through_the_anthropic_sdk(claude_gateway):
     client = sdk(gateway, key)
 
     message = client.messages.create(
-        model="anthropic/claude-sonnet-4-5",
+        model="anthropic/claude-sonnet-5-5",
         max_tokens=64,
         system="Be brief.",
         messages=[{"role": "user", "content": "hello from the sdk"}],
     )
     assert message.content[0].text == "echo: hello from the sdk"
     assert message.usage.cache_read_input_tokens == 4
-    assert upstream.requests[-1]["body"]["model"] == "claude-sonnet-4-5"
+    assert upstream.requests[-1]["body"]["model"] == "claude-sonnet-5-5"
     assert upstream.requests[-1]["headers"]["x-api-key"] == UPSTREAM_KEY, "the client's key never goes upstream"
 
     with client.messages.stream(
-        model="anthropic/claude-sonnet-4-5",
+        model="anthropic/claude-sonnet-5-5",
         max_tokens=64,
         messages=[{"role": "user", "content": "stream this please"}],
     ) as stream:
@@ -56,7 +56,7 @@ def test_anthropic_sdk_errors_are_its_own_types(claude_gateway):
     key = gateway.create_key(unique_email("claude-err"))
     with pytest.raises(anthropic.AuthenticationError):
         sdk(gateway, "qnp_wrong").messages.create(
-            model="anthropic/claude-sonnet-4-5", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+            model="anthropic/claude-sonnet-5-5", max_tokens=8, messages=[{"role": "user", "content": "x"}]
         )
     with pytest.raises(anthropic.NotFoundError) as bad:
         sdk(gateway, key).messages.create(
@@ -70,7 +70,7 @@ def test_openai_sdk_reaches_an_anthropic_model_by_translation(claude_gateway):
     email = unique_email("translate")
     client = gateway.client(gateway.create_key(email))
     completion = client.chat.completions.create(
-        model="anthropic/claude-sonnet-4-5",
+        model="anthropic/claude-sonnet-5-5",
         messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "translate me"}],
     )
     assert completion.choices[0].message.content == "echo: translate me"
@@ -80,7 +80,7 @@ def test_openai_sdk_reaches_an_anthropic_model_by_translation(claude_gateway):
     assert sent["max_tokens"] > 0
     chunks = list(
         client.chat.completions.create(
-            model="anthropic/claude-sonnet-4-5",
+            model="anthropic/claude-sonnet-5-5",
             messages=[{"role": "user", "content": "and streamed"}],
             stream=True,
             stream_options={"include_usage": True},

@@ -12,7 +12,7 @@ from conftest import unique_email
 from mock_openai_responses import ENCRYPTED_REASONING
 
 MODEL = "openai/gpt-4o-mini"
-CLAUDE = "anthropic/claude-sonnet-4-5"
+CLAUDE = "anthropic/claude-sonnet-5-5"
 GEMINI = "google/gemini-2.5-flash"
 WEATHER_TOOL = {
     "type": "function",
@@ -102,7 +102,7 @@ def test_responses_on_an_anthropic_model_are_translated(claude_gateway):
     assert response.status == "completed"
     sent = upstream.requests[-1]["body"]
     assert sent["max_tokens"] == 64
-    assert sent["model"] == "claude-sonnet-4-5"
+    assert sent["model"] == "claude-sonnet-5-5"
 
     with client.responses.stream(model=CLAUDE, input="stream from claude", max_output_tokens=64) as stream:
         text = "".join(event.delta for event in stream if event.type == "response.output_text.delta")

@@ -26,6 +26,7 @@ pub const UPSTREAM_KEY: &str = "sk-upstream-test-credential";
 /// Catalog entries whose upstream names make the mock misbehave in specific ways.
 pub const TEST_MODELS: &str = r#"{"version":"test-1","models":[
  {"id":"openai/mock-400","provider":"openai","upstream_model":"mock-400","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
+ {"id":"openai/mock-vision","provider":"openai","upstream_model":"mock-vision","kind":"chat","context_length":100000,"input_per_mtok":1.0,"output_per_mtok":2.0,"input_per_image_usd":0.01},
  {"id":"openai/mock-401","provider":"openai","upstream_model":"mock-401","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-429","provider":"openai","upstream_model":"mock-429","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-500","provider":"openai","upstream_model":"mock-500","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
@@ -341,6 +342,16 @@ pub type Recorder<T> = Arc<Mutex<Vec<T>>>;
 
 /// Waits until the current one-minute rate-limit window has at least 10 s left, so a burst cannot
 /// straddle two windows.
+/// An HTTP client for talking to `qnp serve`: it drops pooled connections idle for 5 s, before the
+/// server's 10 s keep-alive limit closes them, so a test that waits (for a minute boundary, an expiry)
+/// never sends on a connection the server is closing at that moment.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .expect("a reqwest client")
+}
+
 pub async fn avoid_minute_boundary() {
     let second = OffsetDateTime::now_utc().second();
     if second >= 50 {

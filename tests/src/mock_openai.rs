@@ -127,7 +127,21 @@ fn last_user_text(body: &Value) -> String {
         .to_owned()
 }
 
-/// Deterministic usage: prompt = words in all messages + 7, completion = words in the reply.
+/// The tier the answer reports, as OpenAI's GPT-6 models do: the one requested (`priority` is served as
+/// `fast`), or `default`; `metadata.mock_served_tier` overrides it (a downgraded request).
+fn served_tier(body: &Value) -> String {
+    if let Some(tier) = body["metadata"]["mock_served_tier"].as_str() {
+        return tier.to_owned();
+    }
+    match body["service_tier"].as_str() {
+        Some("priority") | Some("fast") => "fast".into(),
+        Some(tier @ ("flex" | "ultrafast")) => tier.into(),
+        _ => "default".into(),
+    }
+}
+
+/// Deterministic usage: prompt = words in all messages + 7, completion = words in the reply; cache
+/// writes only when `metadata.mock_cache_write_tokens` asks for them.
 fn usage(body: &Value, reply: &str) -> Value {
     let prompt_words: usize = body["messages"]
         .as_array()
@@ -143,15 +157,24 @@ fn usage(body: &Value, reply: &str) -> Value {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 2, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": 2, "audio_tokens": 0,
+            "cache_write_tokens": body["metadata"]["mock_cache_write_tokens"].as_str()
+                .and_then(|n| n.parse::<u64>().ok()).unwrap_or(0)},
         "completion_tokens_details": {"reasoning_tokens": 1, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
     })
 }
 
-fn chunk(id: &str, model: &str, delta: Value, finish: Value, with_usage_field: bool) -> Bytes {
+fn chunk(
+    id: &str,
+    model: &str,
+    tier: &str,
+    delta: Value,
+    finish: Value,
+    with_usage_field: bool,
+) -> Bytes {
     let mut chunk = json!({
         "id": id, "object": "chat.completion.chunk", "created": 1_764_000_000, "model": model,
-        "system_fingerprint": "fp_mock", "service_tier": "default",
+        "system_fingerprint": "fp_mock", "service_tier": tier,
         "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
     });
     if with_usage_field {
@@ -207,7 +230,7 @@ async fn chat(
     if body["stream"] != true {
         let mut completion = json!({
             "id": id, "object": "chat.completion", "created": 1_764_000_000, "model": model,
-            "system_fingerprint": "fp_mock", "service_tier": "default",
+            "system_fingerprint": "fp_mock", "service_tier": served_tier(&body),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": reply, "refusal": null, "annotations": []}, "logprobs": null, "finish_reason": "stop"}],
             "usage": usage(&body, &reply),
         });
@@ -219,12 +242,13 @@ async fn chat(
     // Like some OpenAI-compatible servers, `mock-nousage` ignores stream_options and reports nothing.
     let include_usage = body["stream_options"]["include_usage"] == true && model != "mock-nousage";
     let usage = usage(&body, &reply);
+    let tier = served_tier(&body);
     let stream = async_stream::stream! {
-        yield Ok::<Bytes, std::io::Error>(chunk(id, &model, json!({"role": "assistant", "content": "", "refusal": null}), Value::Null, include_usage));
+        yield Ok::<Bytes, std::io::Error>(chunk(id, &model, &tier, json!({"role": "assistant", "content": "", "refusal": null}), Value::Null, include_usage));
         let parts = words(&reply);
         for (i, word) in parts.iter().enumerate() {
             let text = if i == 0 { word.clone() } else { format!(" {word}") };
-            yield Ok(chunk(id, &model, json!({"content": text}), Value::Null, include_usage));
+            yield Ok(chunk(id, &model, &tier, json!({"content": text}), Value::Null, include_usage));
             if model == "mock-slowstream" {
                 tokio::time::sleep(Duration::from_millis(40)).await;
             }
@@ -238,18 +262,18 @@ async fn chat(
             // A long generation: forty bytes of text every 10 ms, never ending on its own.
             loop {
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                yield Ok(chunk(id, &model, json!({"content": "alpha beta gamma delta epsilon zeta eta "}), Value::Null, include_usage));
+                yield Ok(chunk(id, &model, &tier, json!({"content": "alpha beta gamma delta epsilon zeta eta "}), Value::Null, include_usage));
             }
         }
         if model == "mock-endless" {
             loop {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                yield Ok(chunk(id, &model, json!({"content": " more"}), Value::Null, include_usage));
+                yield Ok(chunk(id, &model, &tier, json!({"content": " more"}), Value::Null, include_usage));
             }
         }
-        yield Ok(chunk(id, &model, json!({}), json!("stop"), include_usage));
+        yield Ok(chunk(id, &model, &tier, json!({}), json!("stop"), include_usage));
         if include_usage {
-            let last = json!({"id": id, "object": "chat.completion.chunk", "created": 1_764_000_000, "model": model, "system_fingerprint": "fp_mock", "choices": [], "usage": usage});
+            let last = json!({"id": id, "object": "chat.completion.chunk", "created": 1_764_000_000, "model": model, "system_fingerprint": "fp_mock", "service_tier": tier, "choices": [], "usage": usage});
             yield Ok(Bytes::from(format!("data: {last}\n\n")));
         }
         yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));

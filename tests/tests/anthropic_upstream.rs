@@ -58,13 +58,13 @@ fn sse(text: &str) -> Vec<Value> {
 async fn a_chat_completion_is_translated_both_ways_and_priced_with_cache_rates() {
     let s = setup("claude@example.com").await;
     let response = s
-        .chat(json!({"model": "anthropic/claude-sonnet-4-5", "messages": [
+        .chat(json!({"model": "anthropic/claude-sonnet-5-5", "messages": [
             {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi there"}], "temperature": 0.2}))
         .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["object"], "chat.completion");
-    assert_eq!(body["model"], "anthropic/claude-sonnet-4-5");
+    assert_eq!(body["model"], "anthropic/claude-sonnet-5-5");
     assert_eq!(body["choices"][0]["message"]["content"], "echo: hi there");
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert_eq!(body["usage"]["prompt_tokens"], 6 + 4 + 2);
@@ -76,7 +76,7 @@ async fn a_chat_completion_is_translated_both_ways_and_priced_with_cache_rates()
         Some(UPSTREAM_KEY),
         "x-api-key is the operator's credential"
     );
-    assert_eq!(sent.body["model"], "claude-sonnet-4-5");
+    assert_eq!(sent.body["model"], "claude-sonnet-5-5");
     assert_eq!(
         sent.body["system"],
         json!([{"type": "text", "text": "Be brief."}])
@@ -90,7 +90,7 @@ async fn a_chat_completion_is_translated_both_ways_and_priced_with_cache_rates()
     let row = &s.gateway.usage_rows("claude@example.com", 1).await[0];
     assert_eq!(
         (row.provider.as_str(), row.model.as_str()),
-        ("anthropic", "anthropic/claude-sonnet-4-5")
+        ("anthropic", "anthropic/claude-sonnet-5-5")
     );
     assert_eq!(
         (
@@ -102,7 +102,7 @@ async fn a_chat_completion_is_translated_both_ways_and_priced_with_cache_rates()
         (12, 4, 2, 3)
     );
     let model = qnp_shared::catalog::Catalog::bundled()
-        .get("anthropic/claude-sonnet-4-5")
+        .get("anthropic/claude-sonnet-5-5")
         .unwrap()
         .clone();
     let expected = (6.0 * model.input_per_mtok
@@ -121,7 +121,7 @@ async fn a_chat_completion_is_translated_both_ways_and_priced_with_cache_rates()
 async fn a_stream_is_translated_to_openai_chunks_and_metered() {
     let s = setup("stream@example.com").await;
     let text = s
-        .chat(json!({"model": "anthropic/claude-sonnet-4-5", "stream": true, "messages": [{"role": "user", "content": "one two"}]}))
+        .chat(json!({"model": "anthropic/claude-sonnet-5-5", "stream": true, "messages": [{"role": "user", "content": "one two"}]}))
         .await
         .text()
         .await
@@ -160,7 +160,7 @@ async fn a_stream_is_translated_to_openai_chunks_and_metered() {
 async fn streamed_tool_calls_and_requested_usage() {
     let s = setup("tools@example.com").await;
     let text = s
-        .chat(json!({"model": "anthropic/claude-sonnet-4-5", "stream": true, "stream_options": {"include_usage": true},
+        .chat(json!({"model": "anthropic/claude-sonnet-5-5", "stream": true, "stream_options": {"include_usage": true},
             "messages": [{"role": "user", "content": "weather?"}],
             "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]}))
         .await
@@ -266,7 +266,7 @@ async fn messages(s: &Setup, auth: (&str, &str), body: Value) -> reqwest::Respon
 #[tokio::test]
 async fn the_messages_api_passes_anthropic_models_through_natively() {
     let s = setup("native@example.com").await;
-    let body = json!({"model": "anthropic/claude-sonnet-4-5", "max_tokens": 100, "system": "Be brief.",
+    let body = json!({"model": "anthropic/claude-sonnet-5-5", "max_tokens": 100, "system": "Be brief.",
         "messages": [{"role": "user", "content": "hello there"}]});
     let response = messages(&s, ("x-api-key", &s.key), body.clone()).await;
     assert_eq!(response.status(), 200);
@@ -278,7 +278,7 @@ async fn the_messages_api_passes_anthropic_models_through_natively() {
         "Anthropic's reply, unchanged"
     );
     let sent = &s.upstream.received()[0];
-    assert_eq!(sent.body["model"], "claude-sonnet-4-5");
+    assert_eq!(sent.body["model"], "claude-sonnet-5-5");
     assert_eq!(
         sent.body["system"], "Be brief.",
         "the request passes through but for the model"
@@ -330,14 +330,14 @@ async fn the_messages_api_answers_errors_in_anthropic_shape() {
     let cases: Vec<(Option<&str>, Value, u16, &str)> = vec![
         (
             Some("qnp_wrong"),
-            ask("anthropic/claude-sonnet-4-5"),
+            ask("anthropic/claude-sonnet-5-5"),
             401,
             "authentication_error",
         ),
         (None, ask("anthropic/claude-nope"), 404, "not_found_error"),
         (
             None,
-            json!({"model": "anthropic/claude-sonnet-4-5", "messages": []}),
+            json!({"model": "anthropic/claude-sonnet-5-5", "messages": []}),
             400,
             "invalid_request_error",
         ),

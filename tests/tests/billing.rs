@@ -59,7 +59,7 @@ async fn world_with(stripe_configured: bool) -> World {
         stripe,
         _upstream: upstream,
         _dir: dir,
-        http: reqwest::Client::new(),
+        http: qnp_tests::http_client(),
     }
 }
 

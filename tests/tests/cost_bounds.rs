@@ -32,7 +32,7 @@ async fn world() -> World {
         gateway,
         upstream,
         _dir: dir,
-        http: reqwest::Client::new(),
+        http: qnp_tests::http_client(),
     }
 }
 

@@ -11,7 +11,7 @@ use qnp_tests::{MockOpenAi, TestGateway, UPSTREAM_KEY, test_env};
 use serde_json::{Value, json};
 
 async fn call(gateway: &TestGateway, key: &str, model: &str) -> (u16, Option<u64>, Value) {
-    let response = reqwest::Client::new()
+    let response = qnp_tests::http_client()
         .post(format!("{}/v1/chat/completions", gateway.url))
         .bearer_auth(key)
         .json(&json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]}))
@@ -97,6 +97,17 @@ async fn a_fresh_free_key_makes_default_calls_to_every_chat_model() {
                 .any(|r| r.body["model"] == model.upstream_model && r.body["max_tokens"] == *cap),
             "{}: {cap}",
             model.id
+        );
+    }
+    // The usage row records the limit the gateway set, as the header announced it.
+    for (model, cap) in &caps {
+        let email = format!("free-{}@example.com", model.id.replace('/', "-"));
+        let rows = gateway.usage_rows(&email, 6).await;
+        assert!(
+            rows.iter().any(|r| r.output_cap_tokens == Some(*cap)),
+            "{}: no row records the output cap {cap}: {:?}",
+            model.id,
+            rows.iter().map(|r| r.output_cap_tokens).collect::<Vec<_>>()
         );
     }
     gateway.stop().await;

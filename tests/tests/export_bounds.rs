@@ -53,6 +53,8 @@ async fn gateway() -> (TestGateway, MockOpenAi, tempfile::TempDir, String) {
             error_type: None,
             source_ip: Some("203.0.113.9".into()),
             count: 1,
+            rates: None,
+            output_cap_tokens: None,
         })
         .collect();
     gateway.stores.records.insert_usage(&rows).await.unwrap();

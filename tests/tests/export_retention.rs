@@ -110,6 +110,8 @@ fn row(account: &str, key: &str, id: &str, ts: OffsetDateTime, model: &str) -> U
             web_search_calls: 0,
             reasoning_tokens: 0,
             estimated: false,
+            input_images: 0,
+            service_tier: None,
         },
         latency_ms: 100,
         ttft_ms: None,
@@ -118,6 +120,8 @@ fn row(account: &str, key: &str, id: &str, ts: OffsetDateTime, model: &str) -> U
         error_type: None,
         source_ip: Some("127.0.0.1".into()),
         count: 1,
+        rates: None,
+        output_cap_tokens: None,
     }
 }
 

@@ -34,7 +34,7 @@ async fn world(production: bool) -> World {
         _dir: dir,
         _upstream: upstream,
         gateway,
-        http: reqwest::Client::new(),
+        http: qnp_tests::http_client(),
     }
 }
 

@@ -43,6 +43,8 @@ fn row(account: &str, id: &str, ts: OffsetDateTime) -> UsageRecord {
         error_type: None,
         source_ip: None,
         count: 1,
+        rates: None,
+        output_cap_tokens: None,
     }
 }
 

@@ -70,7 +70,7 @@ async fn the_clients_version_and_betas_reach_anthropic() {
     let response = s
         .claude(reqwest::Method::POST, "/v1/messages?beta=true")
         .json(
-            &json!({"model": "anthropic/claude-sonnet-4-5", "max_tokens": 64, "stream": true,
+            &json!({"model": "anthropic/claude-sonnet-5-5", "max_tokens": 64, "stream": true,
             "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
             "messages": [{"role": "user", "content": "hi"}]}),
         )
@@ -96,7 +96,7 @@ async fn the_clients_version_and_betas_reach_anthropic() {
         .claude(reqwest::Method::POST, "/v1/messages")
         .header("anthropic-beta", "context-1m-2025-08-07")
         .json(
-            &json!({"model": "anthropic/claude-sonnet-4-5", "max_tokens": 64,
+            &json!({"model": "anthropic/claude-sonnet-5-5", "max_tokens": 64,
             "messages": [{"role": "user", "content": "hi"}]}),
         )
         .send()
@@ -114,7 +114,7 @@ async fn the_clients_version_and_betas_reach_anthropic() {
 #[tokio::test]
 async fn count_tokens_asks_anthropic_or_estimates_and_is_never_billed() {
     let s = setup("count@example.com").await;
-    let body = json!({"model": "anthropic/claude-sonnet-4-5",
+    let body = json!({"model": "anthropic/claude-sonnet-5-5",
         "messages": [{"role": "user", "content": "how many tokens is this"}]});
     let response = s
         .claude(reqwest::Method::POST, "/v1/messages/count_tokens?beta=true")
@@ -131,7 +131,7 @@ async fn count_tokens_asks_anthropic_or_estimates_and_is_never_billed() {
     );
     let sent = &s.anthropic.received()[0];
     assert_eq!(sent.path, "/v1/messages/count_tokens");
-    assert_eq!(sent.body["model"], "claude-sonnet-4-5");
+    assert_eq!(sent.body["model"], "claude-sonnet-5-5");
     assert_eq!(sent.headers["anthropic-beta"], BETAS);
 
     let estimate_body = json!({"model": "openai/gpt-4o-mini",
@@ -165,7 +165,7 @@ async fn count_tokens_asks_anthropic_or_estimates_and_is_never_billed() {
 
     let (status, kind, _) = anthropic_error(
         s.claude(reqwest::Method::POST, "/v1/messages/count_tokens")
-            .json(&json!({"model": "anthropic/claude-sonnet-4-5"}))
+            .json(&json!({"model": "anthropic/claude-sonnet-5-5"}))
             .send()
             .await
             .unwrap(),

@@ -14,7 +14,7 @@ async fn calls_are_metered_into_mongodb_and_limited_exactly_by_dynamodb() {
     let dir = tempfile::tempdir().unwrap();
     let upstream = MockOpenAi::start().await;
     let gateway = production_gateway(dir.path(), &upstream).await;
-    let http = reqwest::Client::new();
+    let http = qnp_tests::http_client();
     let url = format!("{}/v1/chat/completions", gateway.url);
 
     let key = gateway.create_key("prod@example.com", "free").await;

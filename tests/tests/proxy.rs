@@ -21,7 +21,7 @@ async fn setup() -> Setup {
         _dir: dir,
         upstream,
         gateway,
-        http: reqwest::Client::new(),
+        http: qnp_tests::http_client(),
     }
 }
 
@@ -752,7 +752,7 @@ async fn revocation_reaches_a_warm_process_within_the_cache_lifetime() {
     let mut env = test_env(dir.path(), &upstream);
     env.set("QNP_KEY_CACHE_SECS", "1");
     let gateway = TestGateway::start(&env).await;
-    let http = reqwest::Client::new();
+    let http = qnp_tests::http_client();
     let key = gateway.create_key("hank@example.com", "free").await;
     let send = || {
         http.post(format!("{}/v1/chat/completions", gateway.url))
@@ -945,7 +945,7 @@ async fn a_burst_of_first_requests_verifies_the_key_once() {
     };
     let gateway = TestGateway::start_with(config, counting).await;
     let key = gateway.create_key("mia@example.com", "free").await;
-    let http = reqwest::Client::new();
+    let http = qnp_tests::http_client();
     let responses = futures_util::future::join_all((0..40).map(|_| {
         http.get(format!("{}/v1/models", gateway.url))
             .bearer_auth(&key)

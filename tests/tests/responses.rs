@@ -257,7 +257,7 @@ async fn anthropic_models_are_translated_whole_and_streamed_with_a_tool_round_tr
     let response = s
         .post(
             "/v1/responses",
-            json!({"model": "anthropic/claude-sonnet-4-5", "stream": true, "instructions": "Be brief.",
+            json!({"model": "anthropic/claude-sonnet-5-5", "stream": true, "instructions": "Be brief.",
                 "input": [{"role": "user", "content": "list the files"}], "tools": tools, "max_output_tokens": 200}),
         )
         .await;
@@ -288,7 +288,7 @@ async fn anthropic_models_are_translated_whole_and_streamed_with_a_tool_round_tr
     let response = s
         .post(
             "/v1/responses",
-            json!({"model": "anthropic/claude-sonnet-4-5", "max_output_tokens": 200, "tools": tools, "input": [
+            json!({"model": "anthropic/claude-sonnet-5-5", "max_output_tokens": 200, "tools": tools, "input": [
                 {"role": "user", "content": "list the files"},
                 {"type": "function_call", "call_id": call["call_id"], "name": "exec_command", "arguments": call["arguments"]},
                 {"type": "function_call_output", "call_id": call["call_id"], "output": "a.txt b.txt"}]}),
@@ -297,7 +297,7 @@ async fn anthropic_models_are_translated_whole_and_streamed_with_a_tool_round_tr
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["object"], "response");
-    assert_eq!(body["model"], "anthropic/claude-sonnet-4-5");
+    assert_eq!(body["model"], "anthropic/claude-sonnet-5-5");
     let sent = &s.anthropic.received()[1];
     let messages = sent.body["messages"].as_array().unwrap();
     assert_eq!(messages[1]["content"][0]["type"], "tool_use");
@@ -306,7 +306,7 @@ async fn anthropic_models_are_translated_whole_and_streamed_with_a_tool_round_tr
 
     let rows = s.gateway.usage_rows(&s.email, 2).await;
     assert!(rows.iter().all(|r| r.endpoint == "/v1/responses"
-        && r.model == "anthropic/claude-sonnet-4-5"
+        && r.model == "anthropic/claude-sonnet-5-5"
         && !r.usage.estimated
         && r.usage.prompt_tokens > 0));
 }
@@ -376,7 +376,7 @@ async fn stateful_and_unpriced_requests_are_refused_before_anything_goes_upstrea
             "whole conversation",
         ),
         (
-            json!({"model": "anthropic/claude-sonnet-4-5", "input": "x", "tools": [{"type": "web_search", "external_web_access": false}]}),
+            json!({"model": "anthropic/claude-sonnet-5-5", "input": "x", "tools": [{"type": "web_search", "external_web_access": false}]}),
             "tools",
             "web_search = \"disabled\"",
         ),
@@ -391,7 +391,7 @@ async fn stateful_and_unpriced_requests_are_refused_before_anything_goes_upstrea
             "service tier",
         ),
         (
-            json!({"model": "anthropic/claude-sonnet-4-5", "input": [{"type": "custom_tool_call", "call_id": "c", "name": "p", "input": ""}]}),
+            json!({"model": "anthropic/claude-sonnet-5-5", "input": [{"type": "custom_tool_call", "call_id": "c", "name": "p", "input": ""}]}),
             "input[0].type",
             "openai/ models",
         ),
@@ -528,7 +528,7 @@ async fn compaction_passes_through_for_openai_and_is_refused_clearly_elsewhere()
     let (status, error) = error_of(
         s.post(
             "/v1/responses/compact",
-            json!({"model": "anthropic/claude-sonnet-4-5", "input": "x"}),
+            json!({"model": "anthropic/claude-sonnet-5-5", "input": "x"}),
         )
         .await,
     )

@@ -53,6 +53,8 @@ fn usage_row(account: &str, key: &str, request_id: &str, ts: OffsetDateTime) -> 
             web_search_calls: 2,
             reasoning_tokens: 4,
             estimated: false,
+            input_images: 0,
+            service_tier: None,
         },
         latency_ms: 1234,
         ttft_ms: Some(56),
@@ -61,6 +63,8 @@ fn usage_row(account: &str, key: &str, request_id: &str, ts: OffsetDateTime) -> 
         error_type: None,
         source_ip: Some("203.0.113.7".into()),
         count: 1,
+        rates: None,
+        output_cap_tokens: None,
     }
 }
 
@@ -834,7 +838,7 @@ async fn usage_and_erasure_contract(store: Arc<dyn RecordStore>) {
         usage_row(&eve.id, "k3", "u3", day2),
         usage_row(&fay.id, "k2", "u4", day1),
     ];
-    rows[1].model = "anthropic/claude-sonnet-4-5".into();
+    rows[1].model = "anthropic/claude-sonnet-5-5".into();
     // A row that sums up five refusals counts as five requests.
     rows[2].count = 5;
     rows[2].usage = TokenUsage::default();
@@ -866,7 +870,7 @@ async fn usage_and_erasure_contract(store: Arc<dyn RecordStore>) {
     assert_eq!(
         shown,
         vec![
-            ("2026-03-01", "anthropic/claude-sonnet-4-5", 1, 10, 20),
+            ("2026-03-01", "anthropic/claude-sonnet-5-5", 1, 10, 20),
             ("2026-03-01", "openai/gpt-4o-mini", 1, 10, 20),
             ("2026-03-02", "openai/gpt-4o-mini", 5, 0, 0),
         ]

@@ -15,6 +15,7 @@ use qnp_shared::cost_bound::CostBound;
 use qnp_shared::error::{Dialect, KeyControl};
 use qnp_shared::keys::AuthorizedKey;
 use qnp_shared::limits::RateLimitState;
+use qnp_shared::pricing::{AppliedRates, ServiceTier};
 use qnp_shared::usage::{TokenUsage, UsageRecord};
 use time::OffsetDateTime;
 
@@ -77,6 +78,12 @@ pub struct Call {
     reservation: Reservation,
     /// The output limit the gateway set because the client set none and the spend cap needed one.
     output_cap: Option<u64>,
+    /// The processing tier the request selected: priced when the provider's answer reports none.
+    requested_tier: ServiceTier,
+    /// Images in the request, for models with a per-image fee.
+    input_images: u64,
+    /// The request asked for extended prompt-cache retention: its cache writes are long-lived ones.
+    long_cache_writes: bool,
 }
 
 /// The least output a capped call may be given: below it the answer would be cut too short to use, and
@@ -131,6 +138,9 @@ impl Call {
             request_bytes: 0,
             reservation: Reservation::default(),
             output_cap: None,
+            requested_tier: ServiceTier::Standard,
+            input_images: 0,
+            long_cache_writes: false,
         };
         if call.key.restricted {
             let err = GatewayError::Forbidden(
@@ -298,13 +308,40 @@ impl Call {
         self.requested_model = Some(name);
     }
 
+    /// The request's facts that change its price beyond its tokens, as the cost bound read them.
+    pub fn set_priced_request(&mut self, bound: &CostBound) {
+        self.requested_tier = bound.service_tier;
+        self.input_images = bound.images;
+        self.long_cache_writes = bound.long_cache_writes;
+    }
+
+    /// The usage as billed: bounded, with the request's images counted when the call was served, and
+    /// every cache write a long-lived one when the request asked for extended retention (OpenAI reports
+    /// writes without their lifetime).
+    fn billed(&self, usage: TokenUsage, served: bool) -> TokenUsage {
+        let mut usage = usage.bounded();
+        if served {
+            usage.input_images = self.input_images;
+        }
+        if self.long_cache_writes {
+            usage.cache_write_1h_tokens = usage.cache_write_tokens;
+        }
+        usage
+    }
+
+    /// What `usage` costs on the model that served the call, at the tier the answer reports (else the
+    /// one the request asked for), and the rates applied.
+    fn priced(&self, model: &Model, usage: &TokenUsage) -> (f64, AppliedRates) {
+        model.price(usage, usage.service_tier.unwrap_or(self.requested_tier))
+    }
+
     /// What to write into bytes of the answer that report `usage` (none: they report none).
     fn annotation(&self, usage: Option<&TokenUsage>) -> Annotation<'_> {
         Annotation {
             model: self.requested_model.as_deref(),
             cost: usage.zip(self.model.as_ref()).map(|(usage, model)| {
                 (
-                    model.cost_usd(&usage.bounded()),
+                    self.priced(model, &self.billed(*usage, true)).0,
                     self.proxy.catalog.version(),
                 )
             }),
@@ -342,14 +379,18 @@ impl Call {
         ttft_ms: Option<u64>,
         error: Option<&str>,
     ) -> UsageRecord {
-        let usage = usage.bounded();
-        let (provider, model, cost) = match &self.model {
-            Some(m) => (
-                m.provider.as_str().to_owned(),
-                m.id.clone(),
-                m.cost_usd(&usage),
-            ),
-            None => (String::new(), String::new(), 0.0),
+        let usage = self.billed(usage, status == 200);
+        let (provider, model, cost, rates) = match &self.model {
+            Some(m) => {
+                let (cost, rates) = self.priced(m, &usage);
+                (
+                    m.provider.as_str().to_owned(),
+                    m.id.clone(),
+                    cost,
+                    Some(rates),
+                )
+            }
+            None => (String::new(), String::new(), 0.0, None),
         };
         UsageRecord {
             timestamp: self.timestamp,
@@ -368,6 +409,8 @@ impl Call {
             price_version: self.proxy.catalog.version().to_owned(),
             error_type: error.map(str::to_owned),
             source_ip: self.source_ip.clone(),
+            rates,
+            output_cap_tokens: self.output_cap,
             count: 1,
         }
     }

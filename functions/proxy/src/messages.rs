@@ -74,7 +74,7 @@ fn priced_betas(list: &str) -> Result<(), GatewayError> {
 fn validate_count(body: &RequestBody, _body_bytes: usize) -> Result<Checked, GatewayError> {
     let model = model_field(
         body,
-        "model: Field required (e.g. anthropic/claude-sonnet-4-5)",
+        "model: Field required (e.g. anthropic/claude-sonnet-5-5)",
     )?;
     require_messages(body)?;
     Ok(Checked {
@@ -88,7 +88,7 @@ fn validate_count(body: &RequestBody, _body_bytes: usize) -> Result<Checked, Gat
 fn validate(body: &RequestBody, body_bytes: usize) -> Result<Checked, GatewayError> {
     let model = model_field(
         body,
-        "model: Field required (e.g. anthropic/claude-sonnet-4-5)",
+        "model: Field required (e.g. anthropic/claude-sonnet-5-5)",
     )?;
     require_messages(body)?;
     let bound = CostBound::messages(body, body_bytes)?;

@@ -186,6 +186,7 @@ async fn run(
     for candidate in &candidates {
         checked.bound.priced_for(candidate)?;
     }
+    call.set_priced_request(&checked.bound);
     if route.api != Api::CountTokens {
         // Counting tokens generates nothing and is not billed: there is nothing to reserve.
         if let Some(cap) = call.reserve(&candidates, &checked.bound).await? {

@@ -36,7 +36,16 @@ use crate::usage::{TokenUsage, UsageRecord};
 /// Schema migrations of `qnp.sqlite3`, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
+    SCHEMA_V9,
 ];
+
+/// The rates a row was priced at (JSON), the output limit the spend cap set, and the images billed
+/// per image.
+const SCHEMA_V9: &str = r#"
+ALTER TABLE usage ADD COLUMN rates TEXT;
+ALTER TABLE usage ADD COLUMN output_cap_tokens INTEGER;
+ALTER TABLE usage ADD COLUMN input_images INTEGER NOT NULL DEFAULT 0;
+"#;
 
 /// Per-key controls and the rotated-out secret still in its grace period (both JSON, read whole).
 const SCHEMA_V8: &str = r#"
@@ -385,7 +394,8 @@ fn key_from_row(row: &Row) -> rusqlite::Result<ApiKeyRecord> {
 const USAGE_COLUMNS: &str = "request_id, timestamp, account_id, api_key_id, endpoint, provider, model, \
      streamed, status, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, \
      reasoning_tokens, latency_ms, ttft_ms, cost_usd, price_version, error_type, source_ip, \
-     tokens_estimated, cache_write_1h_tokens, count, web_search_calls";
+     tokens_estimated, cache_write_1h_tokens, count, web_search_calls, rates, output_cap_tokens, \
+     input_images";
 
 fn usage_from_row(row: &Row) -> rusqlite::Result<UsageRecord> {
     Ok(UsageRecord {
@@ -407,7 +417,11 @@ fn usage_from_row(row: &Row) -> rusqlite::Result<UsageRecord> {
             estimated: row.get(20)?,
             cache_write_1h_tokens: row.get(21)?,
             web_search_calls: row.get(23)?,
+            input_images: row.get(26)?,
+            service_tier: None,
         },
+        rates: json_column(row, 24)?,
+        output_cap_tokens: row.get(25)?,
         count: row.get(22)?,
         latency_ms: row.get(14)?,
         ttft_ms: row.get(15)?,
@@ -693,7 +707,7 @@ impl UsageStore for EmbeddedStore {
         {
             let mut stmt = tx.prepare_cached(&format!(
                 "INSERT INTO usage ({USAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
-                 ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)
+                 ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)
                  ON CONFLICT (request_id) DO NOTHING"
             ))?;
             for r in rows {
@@ -722,6 +736,9 @@ impl UsageStore for EmbeddedStore {
                     r.usage.cache_write_1h_tokens,
                     r.count,
                     r.usage.web_search_calls,
+                    to_json_column(&r.rates)?,
+                    r.output_cap_tokens,
+                    r.usage.input_images,
                 ])?;
             }
         }

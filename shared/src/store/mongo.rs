@@ -25,6 +25,7 @@ use crate::accounts::{
     normalize_email,
 };
 use crate::key_controls::KeyControls;
+use crate::pricing::AppliedRates;
 use crate::subscription::Billing;
 use crate::usage::{TokenUsage, UsageRecord};
 
@@ -244,6 +245,13 @@ struct UsageDoc {
     cache_write_1h_tokens: i64,
     #[serde(default)]
     web_search_calls: i64,
+    #[serde(default)]
+    input_images: i64,
+    /// The rates the cost was computed at (absent on rows with no model, and on older rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rates: Option<AppliedRates>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    output_cap_tokens: Option<i64>,
     /// Refusals of one minute stored as one row (absent on ordinary rows: 1).
     #[serde(default = "one", skip_serializing_if = "is_one")]
     count: i64,
@@ -283,6 +291,9 @@ impl From<&UsageRecord> for UsageDoc {
             tokens_estimated: r.usage.estimated,
             cache_write_1h_tokens: r.usage.cache_write_1h_tokens as i64,
             web_search_calls: r.usage.web_search_calls as i64,
+            input_images: r.usage.input_images as i64,
+            rates: r.rates,
+            output_cap_tokens: r.output_cap_tokens.map(|t| t as i64),
             count: r.count as i64,
         }
     }
@@ -309,7 +320,11 @@ impl From<UsageDoc> for UsageRecord {
                 estimated: d.tokens_estimated,
                 cache_write_1h_tokens: d.cache_write_1h_tokens.max(0) as u64,
                 web_search_calls: d.web_search_calls.max(0) as u64,
+                input_images: d.input_images.max(0) as u64,
+                service_tier: None,
             },
+            rates: d.rates,
+            output_cap_tokens: d.output_cap_tokens.map(|t| t.max(0) as u64),
             count: d.count.max(1) as u64,
             latency_ms: d.latency_ms.max(0) as u64,
             ttft_ms: d.ttft_ms.map(|t| t.max(0) as u64),

@@ -22,6 +22,9 @@ pub struct OpenAiUsage {
 pub struct PromptDetails {
     #[serde(default)]
     pub cached_tokens: Option<u64>,
+    /// Tokens written to the prompt cache, which OpenAI bills above the input rate from GPT-5.6 on.
+    #[serde(default)]
+    pub cache_write_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -32,21 +35,17 @@ pub struct CompletionDetails {
 
 impl From<OpenAiUsage> for TokenUsage {
     fn from(u: OpenAiUsage) -> TokenUsage {
+        let prompt = u.prompt_tokens_details.unwrap_or_default();
         TokenUsage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
-            cached_tokens: u
-                .prompt_tokens_details
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
-            cache_write_tokens: 0,
-            cache_write_1h_tokens: 0,
-            web_search_calls: 0,
+            cached_tokens: prompt.cached_tokens.unwrap_or(0),
+            cache_write_tokens: prompt.cache_write_tokens.unwrap_or(0),
             reasoning_tokens: u
                 .completion_tokens_details
                 .and_then(|d| d.reasoning_tokens)
                 .unwrap_or(0),
-            estimated: false,
+            ..TokenUsage::default()
         }
     }
 }

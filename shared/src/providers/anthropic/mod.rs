@@ -165,7 +165,7 @@ mod tests {
 
     fn model() -> Model {
         (**Catalog::bundled()
-            .get("anthropic/claude-sonnet-4-5")
+            .get("anthropic/claude-sonnet-5-5")
             .unwrap())
         .clone()
     }
@@ -201,7 +201,7 @@ mod tests {
 
     #[test]
     fn requests_translate_system_history_tools_images_and_limits() {
-        let request = body(json!({"model": "anthropic/claude-sonnet-4-5", "messages": [
+        let request = body(json!({"model": "anthropic/claude-sonnet-5-5", "messages": [
             {"role": "system", "content": "Be terse."},
             {"role": "user", "content": [{"type": "text", "text": "What's in this?"},
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}},
@@ -219,7 +219,7 @@ mod tests {
         assert_eq!(
             out,
             json!({
-                "model": "claude-sonnet-4-5", "max_tokens": 512, "stop_sequences": ["END"], "temperature": 1.0,
+                "model": "claude-sonnet-5-5", "max_tokens": 512, "stop_sequences": ["END"], "temperature": 1.0,
                 "system": [{"type": "text", "text": "Be terse."}],
                 "messages": [
                     {"role": "user", "content": [{"type": "text", "text": "What's in this?"},
@@ -299,7 +299,9 @@ mod tests {
                 cache_write_1h_tokens: 0,
                 web_search_calls: 0,
                 reasoning_tokens: 60,
-                estimated: false
+                estimated: false,
+                input_images: 0,
+                service_tier: None,
             }
         );
         assert_eq!(
@@ -417,7 +419,9 @@ mod tests {
                 cache_write_1h_tokens: 0,
                 web_search_calls: 0,
                 reasoning_tokens: 0,
-                estimated: false
+                estimated: false,
+                input_images: 0,
+                service_tier: None,
             }
         );
     }

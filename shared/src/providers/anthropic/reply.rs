@@ -72,7 +72,7 @@ impl AnthropicUsage {
                 .output_tokens_details
                 .and_then(|d| d.thinking_tokens)
                 .unwrap_or(0),
-            estimated: false,
+            ..TokenUsage::default()
         }
     }
 }

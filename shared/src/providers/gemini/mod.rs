@@ -405,7 +405,9 @@ mod tests {
                 cache_write_1h_tokens: 0,
                 web_search_calls: 0,
                 reasoning_tokens: 300,
-                estimated: false
+                estimated: false,
+                input_images: 0,
+                service_tier: None,
             }
         );
         assert_eq!(completion["usage"]["total_tokens"], 1585);
@@ -529,7 +531,9 @@ mod tests {
                 cache_write_1h_tokens: 0,
                 web_search_calls: 0,
                 reasoning_tokens: 15,
-                estimated: false
+                estimated: false,
+                input_images: 0,
+                service_tier: None,
             }
         );
     }

@@ -14,6 +14,7 @@ use super::sse::{self, Translate};
 use super::{ChatRequest, Provider, Reply, RequestBody, StreamItem, Upstream};
 use crate::catalog::Model;
 use crate::error::GatewayError;
+use crate::pricing::ServiceTier;
 use crate::usage::TokenUsage;
 
 pub mod messages;
@@ -39,6 +40,19 @@ struct UsageProbe {
     usage: Option<OpenAiUsage>,
     #[serde(default)]
     choices: Option<Vec<IgnoredAny>>,
+    /// The tier that served the call (`default`, `flex`, `fast`, ...), priced instead of the requested.
+    #[serde(default)]
+    service_tier: Option<String>,
+}
+
+impl UsageProbe {
+    fn usage(self) -> Option<TokenUsage> {
+        let tier = self.service_tier.as_deref().and_then(ServiceTier::reported);
+        self.usage.map(|u| TokenUsage {
+            service_tier: tier,
+            ..TokenUsage::from(u)
+        })
+    }
 }
 
 impl OpenAi {
@@ -76,8 +90,7 @@ impl OpenAi {
         let body = self.upstream.body(response).await?;
         let usage = serde_json::from_slice::<UsageProbe>(&body)
             .ok()
-            .and_then(|p| p.usage)
-            .map(TokenUsage::from);
+            .and_then(UsageProbe::usage);
         Ok(Reply::Complete { body, usage })
     }
 }
@@ -203,7 +216,9 @@ mod tests {
                 cache_write_1h_tokens: 0,
                 web_search_calls: 0,
                 reasoning_tokens: 2,
-                estimated: false
+                estimated: false,
+                input_images: 0,
+                service_tier: None,
             }
         );
         assert!(is_done(b"data: [DONE]\n\n"));

@@ -37,6 +37,9 @@ struct ResponseProbe {
     usage: Option<ResponsesUsage>,
     #[serde(default)]
     output: Vec<OutputItem>,
+    /// The tier that served the call, priced instead of the requested one.
+    #[serde(default)]
+    service_tier: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -53,8 +56,10 @@ impl ResponseProbe {
             .iter()
             .filter(|i| i.kind.as_deref() == Some("web_search_call"))
             .count() as u64;
+        let tier = self.service_tier.as_deref().and_then(ServiceTier::reported);
         self.usage.map(|u| TokenUsage {
             web_search_calls: searches,
+            service_tier: tier,
             ..TokenUsage::from(u)
         })
     }
@@ -194,7 +199,7 @@ mod tests {
             StreamItem::Failed(_) => unreachable!(),
         }
         let completed = Bytes::from_static(
-            b"event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":9,\"response\":{\"id\":\"resp_1\",\"output\":[],\"usage\":{\"input_tokens\":12,\"input_tokens_details\":{\"cached_tokens\":3},\"output_tokens\":7,\"output_tokens_details\":{\"reasoning_tokens\":5},\"total_tokens\":19}}}\n\n",
+            b"event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":9,\"response\":{\"id\":\"resp_1\",\"output\":[],\"service_tier\":\"flex\",\"usage\":{\"input_tokens\":12,\"input_tokens_details\":{\"cached_tokens\":3,\"cache_write_tokens\":4},\"output_tokens\":7,\"output_tokens_details\":{\"reasoning_tokens\":5},\"total_tokens\":19}}}\n\n",
         );
         match classify(completed) {
             StreamItem::Event { usage, last, .. } => {
@@ -209,6 +214,9 @@ mod tests {
                     ),
                     (12, 3, 7, 5)
                 );
+                // Cache writes are billed above input, at the tier the answer reports.
+                assert_eq!(usage.cache_write_tokens, 4);
+                assert_eq!(usage.service_tier, Some(crate::pricing::ServiceTier::Flex));
             }
             StreamItem::Failed(_) => unreachable!(),
         }

@@ -13,10 +13,10 @@ pub(super) fn classify(event: Bytes) -> StreamItem {
     if memchr::memmem::find(&event, b"\"usage\"").is_some()
         && let Some(data) = sse::data(&event)
         && let Ok(probe) = serde_json::from_slice::<UsageProbe>(&data)
-        && let Some(u) = probe.usage
     {
-        usage = Some(TokenUsage::from(u));
-        usage_only = probe.choices.is_none_or(|c| c.is_empty());
+        usage_only = probe.choices.as_ref().is_none_or(|c| c.is_empty());
+        usage = probe.usage();
+        usage_only &= usage.is_some();
     }
     StreamItem::Event {
         bytes: event,

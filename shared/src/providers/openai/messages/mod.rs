@@ -241,7 +241,9 @@ mod tests {
                 cache_write_1h_tokens: 0,
                 web_search_calls: 0,
                 reasoning_tokens: 5,
-                estimated: false
+                estimated: false,
+                input_images: 0,
+                service_tier: None,
             }
         );
         for (finish, reason) in [
@@ -395,7 +397,9 @@ mod tests {
                     cache_write_1h_tokens: 0,
                     web_search_calls: 0,
                     reasoning_tokens: 0,
-                    estimated: false
+                    estimated: false,
+                    input_images: 0,
+                    service_tier: None,
                 }
             )]
         );

@@ -10,9 +10,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::usage::TokenUsage;
+use crate::pricing::{LongContext, ServiceTiers};
 
-const BUNDLED: &str = include_str!("../catalog/models.json");
+mod prices;
+use prices::check_prices;
+
+const BUNDLED: &str = include_str!("../../catalog/models.json");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -67,6 +70,16 @@ pub struct Model {
     /// without it cannot be sent requests that carry the tool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web_search_per_call_usd: Option<f64>,
+    /// A fee per input image, for models priced per image as well as (or instead of) by its tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_per_image_usd: Option<f64>,
+    /// Rates for the processing tiers a request may select (`flex`, `priority`); a tier not listed
+    /// here is refused for this model.
+    #[serde(default, skip_serializing_if = "ServiceTiers::is_empty")]
+    pub service_tiers: ServiceTiers,
+    /// Higher rates for the whole request above a prompt size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_context: Option<LongContext>,
     /// The most input tokens one image can be billed as; the provider's default when not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens_per_image: Option<u64>,
@@ -102,62 +115,6 @@ impl Model {
     /// Whether `/v1/responses` calls go to the upstream's own Responses endpoint.
     pub fn serves_responses(&self) -> bool {
         self.provider == ProviderKind::Openai && self.responses_api.unwrap_or(true)
-    }
-
-    fn per_mtok(tokens: u64, price: f64) -> f64 {
-        tokens as f64 * price / 1_000_000.0
-    }
-
-    fn cache_write_rate(&self) -> f64 {
-        self.cache_write_per_mtok.unwrap_or(self.input_per_mtok)
-    }
-
-    fn cache_write_1h_rate(&self) -> f64 {
-        self.cache_write_1h_per_mtok
-            .unwrap_or(2.0 * self.input_per_mtok)
-    }
-
-    /// The cost in USD of one call's usage at this model's prices. Cached prompt tokens and cache writes
-    /// are part of `prompt_tokens` and are charged at their own rates where the model has them; 1-hour
-    /// cache writes are part of the cache writes.
-    pub fn cost_usd(&self, usage: &TokenUsage) -> f64 {
-        let cached = usage.cached_tokens.min(usage.prompt_tokens);
-        let written = usage
-            .cache_write_tokens
-            .min(usage.prompt_tokens.saturating_sub(cached));
-        let written_1h = usage.cache_write_1h_tokens.min(written);
-        let fresh = usage
-            .prompt_tokens
-            .saturating_sub(cached)
-            .saturating_sub(written);
-        Self::per_mtok(fresh, self.input_per_mtok)
-            + Self::per_mtok(
-                cached,
-                self.cached_input_per_mtok.unwrap_or(self.input_per_mtok),
-            )
-            + Self::per_mtok(written - written_1h, self.cache_write_rate())
-            + Self::per_mtok(written_1h, self.cache_write_1h_rate())
-            + Self::per_mtok(usage.completion_tokens, self.output_per_mtok)
-            + usage.web_search_calls as f64 * self.web_search_per_call_usd.unwrap_or(0.0)
-    }
-
-    /// The most a call with these token counts can cost: every prompt token at the dearest input-side
-    /// rate (fresh input, cache read, or either cache write), every output token at the output rate.
-    pub fn worst_cost_usd(&self, prompt_tokens: u64, output_tokens: u64) -> f64 {
-        let input_rate = [
-            self.input_per_mtok,
-            self.cached_input_per_mtok.unwrap_or(0.0),
-            self.cache_write_rate(),
-            if self.provider == ProviderKind::Anthropic {
-                self.cache_write_1h_rate()
-            } else {
-                self.cache_write_1h_per_mtok.unwrap_or(0.0)
-            },
-        ]
-        .into_iter()
-        .fold(0.0, f64::max);
-        Self::per_mtok(prompt_tokens, input_rate)
-            + Self::per_mtok(output_tokens, self.output_per_mtok)
     }
 
     /// The most tokens one call can generate: the catalog's output limit, else the context length.
@@ -208,6 +165,11 @@ impl Catalog {
     pub fn bundled() -> Catalog {
         let file: CatalogFile =
             serde_json::from_str(BUNDLED).expect("the bundled catalog is valid JSON");
+        for model in &file.models {
+            if let Err(reason) = check_prices(model) {
+                panic!("the bundled catalog's {}: {reason}", model.id);
+            }
+        }
         Catalog::new(file.version, file.models)
     }
 
@@ -230,6 +192,7 @@ impl Catalog {
                     model.id
                 )));
             }
+            check_prices(model).map_err(|reason| err(format!("model '{}': {reason}", model.id)))?;
         }
         if file.mode == Mode::Replace {
             return Ok(Catalog::new(file.version, file.models));
@@ -298,11 +261,12 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::usage::TokenUsage;
 
     #[test]
     fn bare_names_and_aliases_resolve_ambiguous_ones_do_not() {
         let bundled = Catalog::bundled();
-        for name in ["gpt-4o-mini", "text-embedding-3-small", "claude-sonnet-4-5"] {
+        for name in ["gpt-4o-mini", "text-embedding-3-small", "claude-sonnet-5-5"] {
             let model = bundled.get(name).unwrap();
             assert_eq!(model.id.split_once('/').unwrap().1, name);
         }
