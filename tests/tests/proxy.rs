@@ -380,6 +380,19 @@ async fn embeddings_and_models() {
         .unwrap();
     assert!(gpt["context_length"].as_u64().unwrap() > 0);
     assert!(gpt["pricing"]["input"].as_f64().unwrap() > 0.0);
+    // A model with tiers and a long-context rule lists both, so a client can see what a field costs.
+    let luna = models
+        .iter()
+        .find(|m| m["id"] == "openai/gpt-6-luna")
+        .unwrap();
+    assert_eq!(
+        luna["pricing"]["service_tiers"]["flex"]["input_per_mtok"],
+        0.05
+    );
+    assert_eq!(
+        luna["pricing"]["long_context"]["above_prompt_tokens"],
+        272_000
+    );
     // Only OpenAI has a credential here: models that could only answer 503 are not offered.
     for (prefix, listed) in [("openai/", true), ("anthropic/", false), ("google/", false)] {
         assert_eq!(

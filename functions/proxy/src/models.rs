@@ -35,6 +35,12 @@ fn entry(m: &Model) -> Value {
             "output": m.output_per_mtok,
             "cached_input": m.cached_input_per_mtok,
             "cache_write": m.cache_write_per_mtok,
+            "cache_write_long": m.cache_write_1h_per_mtok,
+            "web_search_per_call": m.web_search_per_call_usd,
+            "input_per_image": m.input_per_image_usd,
+            // What the request can change: the tiers it may select, and the long-context rule.
+            "service_tiers": m.service_tiers,
+            "long_context": m.long_context,
         },
     })
 }
