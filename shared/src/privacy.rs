@@ -25,7 +25,7 @@ const fn field(name: &'static str, purpose: &'static str) -> Field {
 
 /// Every field of a usage record, as the JSON export writes it (a test holds this list to the record's
 /// serialised keys, so a new field cannot be stored without appearing here).
-pub const USAGE_FIELDS: [Field; 17] = [
+pub const USAGE_FIELDS: [Field; 19] = [
     field("timestamp", "when the call was made"),
     field("request_id", "the call's identifier, to find it again"),
     field("account_id", "the account billed"),
@@ -37,11 +37,20 @@ pub const USAGE_FIELDS: [Field; 17] = [
     field("status", "the HTTP status of the answer"),
     field(
         "usage",
-        "token counts (prompt, completion, cached, cache-write, reasoning) and whether they are estimates",
+        "token counts (prompt, completion, cached, cache-write, reasoning), hosted searches and images \
+         billed per call, and whether the counts are estimates",
     ),
     field("latency_ms", "how long the call took"),
     field("ttft_ms", "time to the first byte of a streamed answer"),
     field("cost_usd", "what the call cost"),
+    field(
+        "rates",
+        "the prices the cost was computed at (service tier, long-context, each rate and fee)",
+    ),
+    field(
+        "output_cap_tokens",
+        "the output limit the gateway set when your spend cap left room for less than the model's own",
+    ),
     field(
         "price_version",
         "the price table the cost was computed with",
@@ -334,8 +343,13 @@ mod tests {
             error_type: None,
             source_ip: None,
             count: 1,
-            rates: None,
-            output_cap_tokens: None,
+            // Set, so the optional fields serialise and must be listed too.
+            rates: Some(
+                crate::catalog::Catalog::bundled()
+                    .models()[0]
+                    .applied_rates(crate::pricing::ServiceTier::Standard, 0),
+            ),
+            output_cap_tokens: Some(1024),
         };
         let value = serde_json::to_value(&record).unwrap();
         let mut keys: Vec<&str> = value
