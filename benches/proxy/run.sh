@@ -376,9 +376,9 @@ stop_qnp
 # ---- anthropic/ route: OpenAI format in, Anthropic Messages upstream, translated both ways ----------
 # BENCH_ANTHROPIC=0 skips it (e.g. to compare against a build from before the route existed).
 if [[ ${BENCH_ANTHROPIC:-1} == 1 ]]; then
-ANTH_CHAT_BODY='{"model":"anthropic/claude-sonnet-4-5","messages":[{"role":"user","content":"Say hello"}]}'
-ANTH_STREAM_BODY='{"model":"anthropic/claude-sonnet-4-5","messages":[{"role":"user","content":"Say hello"}],"stream":true}'
-ANTH_DIRECT_BODY='{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"user","content":"Say hello"}]}'
+ANTH_CHAT_BODY='{"model":"anthropic/claude-sonnet-5-5","messages":[{"role":"user","content":"Say hello"}]}'
+ANTH_STREAM_BODY='{"model":"anthropic/claude-sonnet-5-5","messages":[{"role":"user","content":"Say hello"}],"stream":true}'
+ANTH_DIRECT_BODY='{"model":"claude-sonnet-5-5","max_tokens":1024,"messages":[{"role":"user","content":"Say hello"}]}'
 printf '%s' "$ANTH_CHAT_BODY" >"$RUN/anth-chat-body.json"
 printf '%s' "$ANTH_STREAM_BODY" >"$RUN/anth-stream-body.json"
 printf '%s' "$ANTH_DIRECT_BODY" >"$RUN/anth-direct-body.json"

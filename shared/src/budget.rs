@@ -18,7 +18,7 @@ use time::{Date, Month, OffsetDateTime, Time};
 
 use crate::error::GatewayError;
 use crate::plans::Plan;
-use crate::store::{CounterOutcome, CounterStore};
+use crate::store::{CounterOutcome, CounterStore, counter_op};
 
 const WINDOW_SECS: i64 = 60;
 /// Counters outlive their window by this much before TTL may remove them.
@@ -302,10 +302,7 @@ impl Budget {
         limit: u64,
         expires_at: i64,
     ) -> Result<CounterOutcome, GatewayError> {
-        self.counters
-            .add_within(counter, amount, limit, expires_at)
-            .await
-            .map_err(GatewayError::internal)
+        counter_op(self.counters.add_within(counter, amount, limit, expires_at)).await
     }
 
     /// Replaces the reservation with what the call really used. A failure is logged, not returned: the

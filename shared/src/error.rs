@@ -57,6 +57,13 @@ pub enum GatewayError {
         "rate limit reached: {limit} requests per minute for this key; retry after {retry_after_secs} s"
     )]
     RateLimited { limit: u64, retry_after_secs: u64 },
+    /// A store the call depends on is down (or the usage outbox is full): refused rather than served
+    /// unmetered or unbilled, with when to retry.
+    #[error("{message}; retry after {retry_after_secs} s")]
+    StoreUnavailable {
+        message: &'static str,
+        retry_after_secs: u64,
+    },
     /// The key's tokens-per-minute limit has no room for this request's worst case right now.
     #[error(
         "rate limit reached: {limit} tokens per minute for this key, and this request may use up to \
@@ -196,6 +203,7 @@ impl GatewayError {
             PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
             Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             RateLimited { .. } | TokenRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            StoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProviderNotConfigured { .. } => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamRejected { status, .. } => *status,
             NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
@@ -230,6 +238,7 @@ impl GatewayError {
             PaymentRequired(_) => "insufficient_quota",
             Busy { .. } => "busy",
             RateLimited { .. } | TokenRateLimited { .. } => "rate_limit_exceeded",
+            StoreUnavailable { .. } => "service_unavailable",
             ProviderNotConfigured { .. } => "provider_not_configured",
             UpstreamRejected { kind, .. } => kind,
             NotImplemented(_) => "not_implemented",
@@ -266,6 +275,7 @@ impl GatewayError {
             | Busy { .. }
             | RateLimited { .. }
             | TokenRateLimited { .. }
+            | StoreUnavailable { .. }
             | ProviderNotConfigured { .. }
             | MethodNotAllowed
             | NotFound(_) => true,
@@ -402,6 +412,9 @@ impl IntoResponse for GatewayError {
             retry_after_secs: Some(retry_after_secs),
         }
         | GatewayError::Busy {
+            retry_after_secs, ..
+        }
+        | GatewayError::StoreUnavailable {
             retry_after_secs, ..
         }
         | GatewayError::KeyControl {

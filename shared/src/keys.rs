@@ -158,6 +158,25 @@ struct CachedKey {
     /// Set when the account changed in this process: the next use reads the store again, but keeps the
     /// verified digest, so no bcrypt runs for it.
     stale: bool,
+    /// The store could not be read when the entry was due for a refresh: it is served as it is until
+    /// then (at most [`MAX_STALE`] after its last successful read), and the store tried again after.
+    retry_at: Option<Instant>,
+}
+
+/// How long a verified key keeps working from the cache while the record store cannot be read: an
+/// outage of the record store does not stop keys already in use. A revocation made meanwhile in another
+/// process is not seen until the store is back (it cannot be read), so this stays short.
+pub const MAX_STALE: Duration = Duration::from_secs(15 * 60);
+/// How long a store read for key verification may take before the store counts as unavailable.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+/// While the store is unavailable, how often a cached key's refresh is tried again.
+const STORE_RETRY: Duration = Duration::from_secs(5);
+
+fn keys_unavailable() -> GatewayError {
+    GatewayError::StoreUnavailable {
+        message: "the gateway cannot verify API keys right now",
+        retry_after_secs: STORE_RETRY.as_secs(),
+    }
 }
 
 /// Failed verifications per key id and per client address in the current minute, checked before bcrypt
@@ -244,7 +263,10 @@ impl KeyVerifier {
     fn cached(&self, key_id: &str, secret_digest: &[u8; 32]) -> Option<Arc<AuthorizedKey>> {
         let cache = self.cache.read().expect("key cache lock");
         let entry = cache.get(key_id)?;
-        let fresh = !entry.stale && entry.checked_at.elapsed() < self.ttl;
+        let age = entry.checked_at.elapsed();
+        let fresh = !entry.stale
+            && (age < self.ttl
+                || (age < MAX_STALE && entry.retry_at.is_some_and(|t| Instant::now() < t)));
         if !fresh {
             return None;
         }
@@ -283,14 +305,41 @@ impl KeyVerifier {
         if let Some(key) = self.cached(key_id, &secret_digest) {
             return Ok(key);
         }
-        let result = self
+        let mut result = self
             .refresh(key_id, secret, secret_digest, presented_digest, source)
             .await;
+        if matches!(result, Err(GatewayError::StoreUnavailable { .. }))
+            && let Some(key) = self.serve_stale(key_id, &secret_digest)
+        {
+            result = Ok(key);
+        }
         self.in_flight
             .lock()
             .expect("in-flight lock")
             .remove(key_id);
         result
+    }
+
+    /// The cached key for this secret when the store cannot be read to refresh it: served until
+    /// [`MAX_STALE`] after its last successful read, the store tried again every few seconds.
+    fn serve_stale(&self, key_id: &str, secret_digest: &[u8; 32]) -> Option<Arc<AuthorizedKey>> {
+        let mut cache = self.cache.write().expect("key cache lock");
+        let entry = cache.get_mut(key_id)?;
+        let now = OffsetDateTime::now_utc();
+        if entry.stale
+            || entry.checked_at.elapsed() >= MAX_STALE
+            || !entry.secrets.iter().any(|s| s.accepts(secret_digest, now))
+        {
+            return None;
+        }
+        if entry.retry_at.is_none() {
+            tracing::warn!(
+                key_id,
+                "the record store is unavailable; serving a verified key from the cache"
+            );
+        }
+        entry.retry_at = Some(Instant::now() + STORE_RETRY);
+        Some(entry.key.clone())
     }
 
     /// Reads the key and its account from the store and (only if this secret was not verified against
@@ -303,11 +352,14 @@ impl KeyVerifier {
         presented_digest: [u8; 32],
         source: Option<std::net::IpAddr>,
     ) -> Result<Arc<AuthorizedKey>, GatewayError> {
-        let record = self
-            .keys
-            .key(key_id)
-            .await
-            .map_err(GatewayError::internal)?;
+        let record = match tokio::time::timeout(STORE_TIMEOUT, self.keys.key(key_id)).await {
+            Ok(Ok(record)) => record,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, key_id, "reading a key failed");
+                return Err(keys_unavailable());
+            }
+            Err(_) => return Err(keys_unavailable()),
+        };
         let Some(record) = record else {
             self.forget(key_id);
             return Err(GatewayError::InvalidKey);
@@ -363,11 +415,17 @@ impl KeyVerifier {
             self.remember_rejected(presented_digest, true);
             return Err(GatewayError::RevokedKey);
         }
-        let account = self
-            .accounts
-            .account(&record.account_id)
-            .await
-            .map_err(GatewayError::internal)?;
+        let account =
+            match tokio::time::timeout(STORE_TIMEOUT, self.accounts.account(&record.account_id))
+                .await
+            {
+                Ok(Ok(account)) => account,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, key_id, "reading a key's account failed");
+                    return Err(keys_unavailable());
+                }
+                Err(_) => return Err(keys_unavailable()),
+            };
         let Some(account) = account.filter(|a| a.is_active()) else {
             self.forget(key_id);
             return Err(GatewayError::InvalidKey);
@@ -392,6 +450,7 @@ impl KeyVerifier {
                 key: key.clone(),
                 checked_at: Instant::now(),
                 stale: false,
+                retry_at: None,
             },
         );
         // "Last used" is dashboard information with minute resolution; it is refreshed with the cache

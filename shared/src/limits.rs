@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use crate::error::GatewayError;
 use crate::plans::Plan;
-use crate::store::{CounterOutcome, CounterStore};
+use crate::store::{CounterOutcome, CounterStore, counter_op};
 
 const WINDOW_SECS: i64 = 60;
 /// Counters outlive their window by this much before TTL may remove them.
@@ -103,11 +103,7 @@ impl RateLimiter {
         {
             return Ok(count);
         }
-        let count = self
-            .counters
-            .get(&format!("rpm#{key_id}#{start}"))
-            .await
-            .map_err(GatewayError::internal)?;
+        let count = counter_op(self.counters.get(&format!("rpm#{key_id}#{start}"))).await?;
         let mut finished = self.finished.lock().expect("rate-limit window cache");
         if finished.len() >= MAX_REMEMBERED_WINDOWS {
             finished.retain(|_, (cached_start, _)| *cached_start >= start);
@@ -135,11 +131,13 @@ impl RateLimiter {
             .previous_count(key_id, window_start - WINDOW_SECS)
             .await?;
         let ceiling = limit.saturating_sub(carried_over(previous, fraction));
-        let outcome = self
-            .counters
-            .add_within(&counter, 1, ceiling, window_end + EXPIRY_GRACE_SECS)
-            .await
-            .map_err(GatewayError::internal)?;
+        let outcome = counter_op(self.counters.add_within(
+            &counter,
+            1,
+            ceiling,
+            window_end + EXPIRY_GRACE_SECS,
+        ))
+        .await?;
         match outcome {
             CounterOutcome::Admitted { value } => Ok(RateLimitState {
                 limit,
@@ -161,11 +159,7 @@ impl RateLimiter {
         now: OffsetDateTime,
     ) -> Result<RateLimitState, GatewayError> {
         let (counter, window_start) = request_counter_key(key_id, now);
-        let used = self
-            .counters
-            .get(&counter)
-            .await
-            .map_err(GatewayError::internal)?;
+        let used = counter_op(self.counters.get(&counter)).await?;
         Ok(RateLimitState {
             limit: plan.requests_per_minute,
             remaining: plan.requests_per_minute.saturating_sub(used),

@@ -345,8 +345,7 @@ mod tests {
             count: 1,
             // Set, so the optional fields serialise and must be listed too.
             rates: Some(
-                crate::catalog::Catalog::bundled()
-                    .models()[0]
+                crate::catalog::Catalog::bundled().models()[0]
                     .applied_rates(crate::pricing::ServiceTier::Standard, 0),
             ),
             output_cap_tokens: Some(1024),

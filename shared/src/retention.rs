@@ -27,6 +27,9 @@ pub struct Report {
     #[serde(with = "time::serde::rfc3339")]
     pub cutoff: OffsetDateTime,
     pub dry_run: bool,
+    /// Usage rows held in the outbox during a record-store outage, now delivered (rows any instance
+    /// held; see `usage_log`).
+    pub held_usage_rows_delivered: u64,
     pub expired_usage_rows: u64,
     pub accounts_erased: u64,
     /// What the erased accounts held, summed.
@@ -82,6 +85,7 @@ impl Cleaner {
             now,
             cutoff,
             dry_run,
+            held_usage_rows_delivered: 0,
             expired_usage_rows: 0,
             accounts_erased: 0,
             erased: Erased::default(),
@@ -90,6 +94,12 @@ impl Cleaner {
             stripe_events_forgotten: 0,
             complete: true,
         };
+
+        // First, what instances held while the record store was down: those rows are billed usage.
+        if !dry_run {
+            let outbox = crate::usage_log::Outbox::new(self.records.clone(), self.counters.clone());
+            report.held_usage_rows_delivered = outbox.deliver(usize::MAX).await?;
+        }
 
         let expired = self.records.count_usage_before(cutoff).await?;
         progress(Progress::ExpiredTotal(expired));

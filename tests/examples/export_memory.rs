@@ -127,7 +127,8 @@ async fn main() {
 
     let catalog = Arc::new(qnp_shared::catalog::Catalog::bundled());
     let plans = Arc::new(qnp_shared::plans::Plans::bundled());
-    let usage = qnp_shared::usage_log::UsageLog::inline(stores.records.clone());
+    let usage =
+        qnp_shared::usage_log::UsageLog::inline(stores.records.clone(), stores.counters.clone());
     let app = qnp::app::build(
         &config,
         &stores,

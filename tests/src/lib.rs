@@ -19,6 +19,7 @@ mod mock_openai_responses;
 pub mod mock_stripe;
 
 pub use mock_openai::MockOpenAi;
+pub mod faults;
 
 /// The upstream credential the mock accepts; anything else gets the upstream's own 401.
 pub const UPSTREAM_KEY: &str = "sk-upstream-test-credential";
@@ -115,8 +116,20 @@ impl TestGateway {
 
     /// The gateway on its production adapters: records in MongoDB (SecantusDB, a database of its own)
     /// and counters in DynamoDB (dynalite, a table of its own).
-    pub async fn production(mut env: Env) -> TestGateway {
-        env.set("QNP_MONGODB_URI", required_env("QNP_TEST_MONGODB_URI"));
+    pub async fn production(env: Env) -> TestGateway {
+        let (client, table) = dynalite_table().await;
+        TestGateway::production_at(env, &required_env("QNP_TEST_MONGODB_URI"), client, &table).await
+    }
+
+    /// [`TestGateway::production`] on a given MongoDB URI and counters table (e.g. behind a
+    /// [`faults::FaultProxy`]).
+    pub async fn production_at(
+        mut env: Env,
+        mongodb_uri: &str,
+        dynamo: aws_sdk_dynamodb::Client,
+        table: &str,
+    ) -> TestGateway {
+        env.set("QNP_MONGODB_URI", mongodb_uri);
         env.set("QNP_MONGODB_DB", unique("qnp_prod"));
         let config = Config::from_env(&env).expect("test configuration");
         let records = Arc::new(
@@ -127,9 +140,8 @@ impl TestGateway {
             .await
             .expect("connect to SecantusDB"),
         );
-        let (client, table) = dynalite_table().await;
         let counters = Arc::new(qnp_shared::store::dynamo::DynamoCounters::new(
-            client, &table,
+            dynamo, table,
         ));
         TestGateway::start_with(config, Stores::new(records, counters)).await
     }
@@ -149,7 +161,10 @@ impl TestGateway {
         let catalog =
             Arc::new(qnp_shared::catalog::Catalog::load(config.models_file.as_deref()).unwrap());
         let plans = Arc::new(qnp_shared::plans::Plans::from_config(&config).unwrap());
-        let (usage, writer) = qnp_shared::usage_log::UsageLog::background(stores.records.clone());
+        let (usage, writer) = qnp_shared::usage_log::UsageLog::background(
+            stores.records.clone(),
+            stores.counters.clone(),
+        );
         let addr = listener.local_addr().unwrap();
         let url = format!("http://{addr}");
         let public_url = config.public_url.clone().unwrap_or_else(|| url.clone());
@@ -281,6 +296,19 @@ pub async fn usage_rows(stores: &Stores, email: &str, count: usize) -> Vec<Usage
 /// A unique name for per-test databases and tables.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A DynamoDB client for dynalite at `endpoint` (e.g. through a fault proxy).
+pub async fn dynamo_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .load()
+        .await;
+    aws_sdk_dynamodb::Client::new(&config)
 }
 
 /// A DynamoDB client for dynalite, and a fresh counters table shaped like template.yaml's.
@@ -429,7 +457,8 @@ pub async fn lambda_proxy(env: &Env) -> (axum::Router, Stores) {
     let catalog =
         Arc::new(qnp_shared::catalog::Catalog::load(config.models_file.as_deref()).unwrap());
     let plans = Arc::new(qnp_shared::plans::Plans::from_config(&config).unwrap());
-    let usage = qnp_shared::usage_log::UsageLog::inline(stores.records.clone());
+    let usage =
+        qnp_shared::usage_log::UsageLog::inline(stores.records.clone(), stores.counters.clone());
     let proxy = Arc::new(qnp_proxy::Proxy::new(
         &config, &stores, usage, catalog, plans,
     ));

@@ -90,6 +90,9 @@ pub struct Call {
 /// the call is refused (402) instead.
 pub const MIN_CAPPED_OUTPUT: u64 = 1024;
 
+/// When to retry a call refused because usage cannot be recorded: the outbox is drained every 5 s.
+const DRAIN_RETRY_SECS: u64 = 5;
+
 /// Adds the headers every proxy response carries.
 fn decorate(response: &mut Response, request_id: &str, rate: Option<&RateLimitState>) {
     let headers = response.headers_mut();
@@ -119,6 +122,13 @@ impl Call {
         };
         let presented =
             presented_key(&request.headers).ok_or_else(|| refuse(GatewayError::MissingKey))?;
+        if !proxy.usage.accepting() {
+            // The outbox is full: a call now could not be billed.
+            return Err(refuse(GatewayError::StoreUnavailable {
+                message: "the gateway cannot record usage right now",
+                retry_after_secs: DRAIN_RETRY_SECS,
+            }));
+        }
         let source = source_ip(request);
         let peer = source.as_deref().and_then(|ip| ip.parse().ok());
         let key = proxy.keys.verify(presented, peer).await.map_err(refuse)?;

@@ -16,7 +16,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let stores = lambda::stores(&config).await?;
     let catalog = Arc::new(Catalog::load(config.models_file.as_deref())?);
     let plans = Arc::new(Plans::from_config(&config)?);
-    let usage = UsageLog::inline(stores.records.clone());
+    let usage = UsageLog::inline(stores.records.clone(), stores.counters.clone());
     let proxy = Arc::new(Proxy::new(&config, &stores, usage, catalog, plans));
     lambda::serve(router(proxy), &config).await
 }

@@ -63,6 +63,12 @@ pub async fn run(command: RetentionCommand) -> anyhow::Result<()> {
     let report = cleaner.run(now, dry_run, &progress).await?;
     bar.finish_and_clear();
     let verb = if dry_run { "would delete" } else { "deleted" };
+    if report.held_usage_rows_delivered > 0 {
+        println!(
+            "delivered {} usage rows held while the record store was unavailable",
+            report.held_usage_rows_delivered
+        );
+    }
     println!(
         "{verb} {} usage rows older than {}",
         report.expired_usage_rows,

@@ -26,7 +26,8 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("http://{local}"));
     let session_secret = qnp::app::local_session_secret(&ctx.config)?;
-    let (usage, writer) = UsageLog::background(ctx.stores.records.clone());
+    let (usage, writer) =
+        UsageLog::background(ctx.stores.records.clone(), ctx.stores.counters.clone());
     let app = qnp::app::build(
         &ctx.config,
         &ctx.stores,

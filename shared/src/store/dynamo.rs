@@ -8,6 +8,25 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::{CounterOutcome, CounterStore};
+use crate::usage::UsageRecord;
+
+/// Held usage rows are items `usage-outbox#<request id>` beside the counters.
+const OUTBOX_PREFIX: &str = "usage-outbox#";
+const ROW_ATTRIBUTE: &str = "row";
+/// A held row is kept no longer than usage rows are (30 days) and a day's margin: DynamoDB's TTL
+/// removes one that was never delivered, as retention would have.
+const OUTBOX_TTL_SECS: i64 = 31 * 86_400;
+
+fn dynamo_error(
+    op: &str,
+    table: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> anyhow::Error {
+    anyhow::anyhow!(
+        "DynamoDB {op} on {table}: {}",
+        aws_sdk_dynamodb::error::DisplayErrorContext(e)
+    )
+}
 
 /// The partition key; the table has no sort key.
 pub const KEY_ATTRIBUTE: &str = "pk";
@@ -179,6 +198,80 @@ impl CounterStore for DynamoCounters {
                 _ => return Ok(erased),
             }
         }
+    }
+
+    async fn hold_usage(&self, rows: &[UsageRecord]) -> anyhow::Result<()> {
+        for row in rows {
+            let expires = row
+                .timestamp
+                .unix_timestamp()
+                .saturating_add(OUTBOX_TTL_SECS);
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item(
+                    KEY_ATTRIBUTE,
+                    AttributeValue::S(format!("{OUTBOX_PREFIX}{}", row.request_id)),
+                )
+                .item(
+                    ROW_ATTRIBUTE,
+                    AttributeValue::S(serde_json::to_string(row)?),
+                )
+                .item(EXPIRY_ATTRIBUTE, AttributeValue::N(expires.to_string()))
+                .send()
+                .await
+                .map_err(|e| dynamo_error("PutItem", &self.table, e))?;
+        }
+        Ok(())
+    }
+
+    async fn held_usage(&self, limit: usize) -> anyhow::Result<Vec<UsageRecord>> {
+        // Counters live minutes (TTL) and held rows exist only after an outage: a filtered scan of a
+        // small table, run by the drain, never on a call's path.
+        let mut rows = Vec::new();
+        let mut start: Option<std::collections::HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(#pk, :prefix)")
+                .expression_attribute_names("#pk", KEY_ATTRIBUTE)
+                .expression_attribute_values(":prefix", AttributeValue::S(OUTBOX_PREFIX.into()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| dynamo_error("Scan", &self.table, e))?;
+            for item in page.items() {
+                if let Some(text) = item.get(ROW_ATTRIBUTE).and_then(|v| v.as_s().ok()) {
+                    rows.push(serde_json::from_str::<UsageRecord>(text)?);
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => break,
+            }
+        }
+        rows.sort_by(|a, b| (a.timestamp, &a.request_id).cmp(&(b.timestamp, &b.request_id)));
+        rows.truncate(limit);
+        Ok(rows)
+    }
+
+    async fn release_usage(&self, request_ids: &[String]) -> anyhow::Result<()> {
+        for id in request_ids {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key(
+                    KEY_ATTRIBUTE,
+                    AttributeValue::S(format!("{OUTBOX_PREFIX}{id}")),
+                )
+                .send()
+                .await
+                .map_err(|e| dynamo_error("DeleteItem", &self.table, e))?;
+        }
+        Ok(())
     }
 
     async fn get(&self, key: &str) -> anyhow::Result<u64> {

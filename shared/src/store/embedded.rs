@@ -93,6 +93,12 @@ CREATE TABLE IF NOT EXISTS counters (
     expires_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS counters_by_expiry ON counters (expires_at);
+CREATE TABLE IF NOT EXISTS usage_outbox (
+    request_id TEXT PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    row TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_outbox_by_time ON usage_outbox (timestamp);
 "#;
 
 /// How often the background thread moves WAL content into the database files.
@@ -148,6 +154,12 @@ CREATE TABLE IF NOT EXISTS counters (
     expires_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS counters_by_expiry ON counters (expires_at);
+CREATE TABLE IF NOT EXISTS usage_outbox (
+    request_id TEXT PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    row TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_outbox_by_time ON usage_outbox (timestamp);
 "#;
 
 /// Accounts: sign-in identities and server-side session invalidation.
@@ -1107,5 +1119,55 @@ impl CounterStore for EmbeddedStore {
             .optional()
         })?;
         Ok(value.unwrap_or(0).max(0) as u64)
+    }
+
+    async fn hold_usage(&self, rows: &[UsageRecord]) -> anyhow::Result<()> {
+        let encoded = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.request_id.as_str(),
+                    millis(r.timestamp),
+                    serde_json::to_string(r)?,
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut conn = self.counters.lock().expect("embedded counters lock");
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO usage_outbox (request_id, timestamp, row) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (request_id) DO NOTHING",
+            )?;
+            for (id, at, row) in &encoded {
+                stmt.execute(params![id, at, row])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    async fn held_usage(&self, limit: usize) -> anyhow::Result<Vec<UsageRecord>> {
+        let texts: Vec<String> = self.with_counters(|conn| {
+            conn.prepare_cached(
+                "SELECT row FROM usage_outbox ORDER BY timestamp, request_id LIMIT ?1",
+            )?
+            .query_map([limit as i64], |row| row.get(0))?
+            .collect()
+        })?;
+        texts.iter().map(|t| Ok(serde_json::from_str(t)?)).collect()
+    }
+
+    async fn release_usage(&self, request_ids: &[String]) -> anyhow::Result<()> {
+        let mut conn = self.counters.lock().expect("embedded counters lock");
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM usage_outbox WHERE request_id = ?1")?;
+            for id in request_ids {
+                stmt.execute([id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 }

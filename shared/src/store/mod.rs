@@ -264,6 +264,31 @@ pub enum EventClaim {
     AlreadyProcessed,
 }
 
+/// How long one counter operation may take before the counter store counts as unavailable.
+pub const COUNTER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A counter operation a call's admission depends on, bounded in time: a counter store that fails or
+/// does not answer refuses the call with a 503 and Retry-After, never skips a limit, never hangs.
+pub async fn counter_op<T>(
+    op: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> Result<T, crate::GatewayError> {
+    let unavailable = || crate::GatewayError::StoreUnavailable {
+        message: "the gateway cannot check this key's limits right now",
+        retry_after_secs: 2,
+    };
+    match tokio::time::timeout(COUNTER_TIMEOUT, op).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "a counter operation failed");
+            Err(unavailable())
+        }
+        Err(_) => {
+            tracing::warn!("a counter operation timed out");
+            Err(unavailable())
+        }
+    }
+}
+
 /// Result of an atomic bounded increment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CounterOutcome {
@@ -293,6 +318,15 @@ pub trait CounterStore: Send + Sync {
     /// Deletes every counter whose key starts with one of `prefixes` (an erased account's key ids);
     /// returns how many. With `dry_run`, only counts them.
     async fn erase_prefixes(&self, prefixes: &[String], dry_run: bool) -> anyhow::Result<u64>;
+
+    /// The usage outbox: keeps rows the record store would not take, durably, until they are delivered
+    /// and released. It lives beside the counters because that store must be up for any call to be
+    /// served at all. Holding a row already held changes nothing (request ids are unique).
+    async fn hold_usage(&self, rows: &[UsageRecord]) -> anyhow::Result<()>;
+    /// Up to `limit` held rows, oldest first.
+    async fn held_usage(&self, limit: usize) -> anyhow::Result<Vec<UsageRecord>>;
+    /// Forgets held rows (once the record store has them).
+    async fn release_usage(&self, request_ids: &[String]) -> anyhow::Result<()>;
 }
 
 /// The stores the functions run on, chosen by configuration.
