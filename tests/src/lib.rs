@@ -27,6 +27,9 @@ pub const UPSTREAM_KEY: &str = "sk-upstream-test-credential";
 /// Catalog entries whose upstream names make the mock misbehave in specific ways.
 pub const TEST_MODELS: &str = r#"{"version":"test-1","models":[
  {"id":"openai/mock-400","provider":"openai","upstream_model":"mock-400","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
+ {"id":"openai/mock-longline","provider":"openai","upstream_model":"mock-longline","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
+ {"id":"openai/mock-bigbody","provider":"openai","upstream_model":"mock-bigbody","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
+ {"id":"openai/mock-garbage","provider":"openai","upstream_model":"mock-garbage","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-vision","provider":"openai","upstream_model":"mock-vision","kind":"chat","context_length":100000,"input_per_mtok":1.0,"output_per_mtok":2.0,"input_per_image_usd":0.01},
  {"id":"openai/mock-401","provider":"openai","upstream_model":"mock-401","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},
  {"id":"openai/mock-429","provider":"openai","upstream_model":"mock-429","kind":"chat","context_length":1000,"input_per_mtok":1.0,"output_per_mtok":2.0},

@@ -8,7 +8,9 @@
 //! credential is refused), `mock-429` (OpenAI's rate-limit answer naming the organisation, with
 //! `Retry-After: 7`), `mock-500` (a 500 whose body holds a secret), `mock-slow` (headers after 5 s),
 //! `mock-drop` (the connection drops mid-stream), `mock-endless` (a stream that never ends on its own),
-//! `mock-flaky` (503 on every other request), `mock-slowstream` (40 ms between words), `mock-nousage`
+//! `mock-flaky` (503 on every other request), `mock-longline` (after two words, one SSE line that never
+//! ends), `mock-bigbody` (a whole answer whose body never ends), `mock-garbage` (events that are not
+//! JSON, then a normal end), `mock-slowstream` (40 ms between words), `mock-nousage`
 //! (never reports usage), `mock-chatty` (forty bytes of text every 10 ms, forever), `mock-greedy` (generates every token the request allows: the larger of
 //! `max_tokens` and `max_completion_tokens`, at most 1,000, for each of the `n` choices).
 
@@ -225,6 +227,20 @@ async fn chat(
     if model == "mock-greedy" {
         return greedy(&body);
     }
+    if model == "mock-bigbody" && body["stream"] != true {
+        // `{"id":"x","pad":"aaaa...` and never a closing quote, as fast as the socket takes it.
+        let stream = async_stream::stream! {
+            yield Ok::<Bytes, std::io::Error>(Bytes::from_static(b"{\"id\":\"chatcmpl-big\",\"pad\":\""));
+            let block = Bytes::from(vec![b'a'; 64 * 1024]);
+            loop {
+                yield Ok(block.clone());
+            }
+        };
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from_stream(stream))
+            .unwrap();
+    }
     let reply = format!("echo: {}", last_user_text(&body));
     let id = "chatcmpl-mock123";
     if body["stream"] != true {
@@ -251,6 +267,19 @@ async fn chat(
             yield Ok(chunk(id, &model, &tier, json!({"content": text}), Value::Null, include_usage));
             if model == "mock-slowstream" {
                 tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            if model == "mock-longline" && i == 1 {
+                // An event that never ends: `data: {"x":"aaaa...` with no newline, forever.
+                yield Ok(Bytes::from_static(b"data: {\"x\":\""));
+                let block = Bytes::from(vec![b'a'; 64 * 1024]);
+                loop {
+                    yield Ok(block.clone());
+                }
+            }
+            if model == "mock-garbage" && i == 0 {
+                yield Ok(Bytes::from_static(b"data: {not json at all\n\n"));
+                yield Ok(Bytes::from_static(b": a comment line\n\ndata: \x00\x01\x02\n\n"));
+                yield Ok(Bytes::from_static(b"event: odd\ndata: [1,2\n\n"));
             }
             if model == "mock-drop" && i == 1 {
                 tokio::time::sleep(Duration::from_millis(20)).await;

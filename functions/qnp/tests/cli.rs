@@ -391,3 +391,114 @@ async fn keys_get_controls_and_new_secrets_from_the_cli() {
         assert_eq!(response.status().as_u16(), status, "{model}");
     }
 }
+
+/// SIGTERM to `qnp serve` with a stream in flight: no new connection is taken, the stream finishes
+/// whole, its usage row is written, and the process exits 0.
+#[tokio::test]
+async fn sigterm_lets_a_stream_in_flight_finish_then_flushes_usage_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = MockOpenAi::start().await;
+    let up = upstream.url().to_owned();
+    let models = dir.path().join("models.json");
+    std::fs::write(&models, qnp_tests::TEST_MODELS).unwrap();
+    let key = stdout(&qnp(
+        dir.path(),
+        &up,
+        &["keys", "create", "--email", "term@example.com"],
+    ))
+    .trim()
+    .to_owned();
+    let mut command = Command::new(QNP);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env("QNP_DATA_DIR", dir.path())
+        .env("QNP_SESSION_SECRET", SESSION_SECRET)
+        .env("QNP_MODELS_FILE", &models)
+        .env("QNP_OPENAI_BASE_URL", format!("{up}/v1"))
+        .env("OPENAI_API_KEY", UPSTREAM_KEY)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("qnp listening on ") {
+                let url = line[at + "qnp listening on ".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                let _ = tx.send(url);
+            }
+            seen.lock().unwrap().push_str(&line);
+            seen.lock().unwrap().push('\n');
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+
+    // Twenty words, 40 ms apart: about 0.8 s of stream.
+    let words: Vec<String> = (0..20).map(|i| format!("w{i}")).collect();
+    let response = qnp_tests::http_client()
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "openai/mock-slowstream", "stream": true,
+                      "messages": [{"role": "user", "content": words.join(" ")}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    use futures_util::StreamExt;
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    let signalled = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut body = first.to_vec();
+    while let Some(chunk) = stream.next().await {
+        body.extend_from_slice(&chunk.unwrap());
+    }
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(text.contains("w19"), "the whole answer arrived: {text}");
+    // No new connection is accepted once shutting down.
+    let refused = reqwest::Client::new()
+        .get(format!("{url}/v1/models"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(refused.is_err(), "a new request after SIGTERM was served");
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "still running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        log.lock().unwrap().contains("usage log flushed"),
+        "{}",
+        log.lock().unwrap()
+    );
+    let csv = stdout(&qnp(
+        dir.path(),
+        &up,
+        &["usage", "export", "--email", "term@example.com"],
+    ));
+    assert_eq!(
+        csv.lines().count(),
+        2,
+        "the stream's row was written: {csv}"
+    );
+}

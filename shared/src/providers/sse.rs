@@ -72,6 +72,11 @@ fn strings_after(event: &[u8], keys: &[&[u8]]) -> usize {
     total
 }
 
+/// The largest event an upstream may send (OpenAI's terminal Responses event repeats the whole answer,
+/// a few MiB at most): past it the stream is the upstream's failure, so one endless line cannot grow the
+/// process without bound. Per stream, memory is at most this and one chunk.
+pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
 #[derive(Default)]
 pub struct SseFramer {
     buffer: BytesMut,
@@ -114,6 +119,11 @@ impl SseFramer {
             events.push(self.buffer.split_to(end).freeze());
         }
         events
+    }
+
+    /// Bytes of an event not finished yet.
+    pub fn pending(&self) -> usize {
+        self.buffer.len()
     }
 
     /// Whatever is left when the stream ends (an unterminated final event).
@@ -170,7 +180,19 @@ impl UpstreamEvents {
             }
             match tokio::time::timeout(self.idle, self.body.next()).await {
                 Err(_) => return Some(Err(GatewayError::UpstreamTimeout)),
-                Ok(Some(Ok(chunk))) => self.ready.extend(self.framer.push(chunk)),
+                Ok(Some(Ok(chunk))) => {
+                    self.ready.extend(self.framer.push(chunk));
+                    if self.framer.pending() > MAX_EVENT_BYTES {
+                        tracing::warn!(
+                            provider = self.provider,
+                            bytes = self.framer.pending(),
+                            "an upstream event passed the size bound; the stream is cut"
+                        );
+                        self.ended = true;
+                        self.framer = SseFramer::default();
+                        return Some(Err(GatewayError::UpstreamFailed));
+                    }
+                }
                 Ok(Some(Err(e))) => {
                     tracing::warn!(provider = self.provider, error = %e, "upstream stream broke");
                     return Some(Err(GatewayError::UpstreamFailed));
@@ -259,6 +281,29 @@ pub fn event_name(event: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_event_that_never_ends_is_cut_at_the_bound() {
+        // A first whole event, then one line of 64 KiB chunks without end.
+        let first = futures_util::stream::once(async {
+            Ok::<_, std::io::Error>(Bytes::from_static(b"data: {\"a\":1}\n\ndata: {\"x\":\""))
+        });
+        let endless = futures_util::stream::repeat_with(|| Ok(Bytes::from(vec![b'a'; 64 * 1024])));
+        let mut events =
+            UpstreamEvents::from_stream(first.chain(endless), Duration::from_secs(5), "test");
+        assert_eq!(
+            &events.next().await.unwrap().unwrap()[..],
+            b"data: {\"a\":1}\n\n"
+        );
+        assert!(matches!(
+            events.next().await,
+            Some(Err(GatewayError::UpstreamFailed))
+        ));
+        assert!(
+            events.next().await.is_none(),
+            "nothing more is read after the cut"
+        );
+    }
 
     #[test]
     fn output_bytes_count_generated_strings_not_framing() {

@@ -68,10 +68,18 @@ impl Upstream {
 
     /// A whole response body, read within the first-byte time.
     pub async fn body(&self, response: reqwest::Response) -> Result<Bytes, GatewayError> {
-        match tokio::time::timeout(self.timeouts.first_byte, response.bytes()).await {
+        match tokio::time::timeout(self.timeouts.first_byte, bounded_body(response)).await {
             Err(_) => Err(GatewayError::UpstreamTimeout),
-            Ok(Err(e)) => {
+            Ok(Err(BodyError::Read(e))) => {
                 tracing::warn!(provider = self.provider, error = %e, "reading the upstream body failed");
+                Err(GatewayError::UpstreamFailed)
+            }
+            Ok(Err(BodyError::TooLarge)) => {
+                tracing::warn!(
+                    provider = self.provider,
+                    limit = MAX_REPLY_BYTES,
+                    "an upstream reply passed the size bound; it was cut"
+                );
                 Err(GatewayError::UpstreamFailed)
             }
             Ok(Ok(body)) => Ok(body),
@@ -240,6 +248,26 @@ pub fn upstream_error(provider: &str, status: u16, body: &[u8]) -> GatewayError 
             GatewayError::UpstreamFailed
         }
     }
+}
+
+/// The largest whole (non-streamed) reply read from an upstream: an answer of the largest output any
+/// model has, with its JSON, is a few MiB; a body that never ends is cut here instead of filling memory.
+pub const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+
+enum BodyError {
+    Read(reqwest::Error),
+    TooLarge,
+}
+
+async fn bounded_body(mut response: reqwest::Response) -> Result<Bytes, BodyError> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if body.len() + chunk.len() > MAX_REPLY_BYTES {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 #[cfg(test)]
