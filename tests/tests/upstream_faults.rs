@@ -71,7 +71,7 @@ async fn an_endless_line_or_body_is_cut_with_a_clean_error_and_billed() {
     let last = text
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
-        .last()
+        .next_back()
         .unwrap();
     let error: Value = serde_json::from_str(last).unwrap();
     assert_eq!(error["error"]["type"], "upstream_error", "{last}");
