@@ -284,3 +284,119 @@ async fn a_counter_store_outage_fails_closed_with_503_and_retry_after() {
     .await;
     gateway.stop().await;
 }
+
+/// A usage export whose store goes away mid-transfer ends as a broken transfer the client notices,
+/// never as a complete-looking but short CSV; the retention cleaner, interrupted the same way, finishes
+/// on its next run.
+#[tokio::test]
+async fn an_export_cut_by_a_store_outage_fails_visibly_and_an_interrupted_cleaner_resumes() {
+    use qnp_shared::sessions::{SESSION_COOKIE, Sessions};
+    qnp_tests::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = MockOpenAi::start().await;
+    let mongo = FaultProxy::start(mongo_addr()).await;
+    let (dynamo, table) = qnp_tests::dynalite_table().await;
+    let secret = "outage-test-session-secret-0123456789";
+    let mut env = test_env(dir.path(), &upstream);
+    env.set("QNP_SESSION_SECRET", secret);
+    let gateway = TestGateway::production_at(env, &mongo_uri(&mongo), dynamo, &table).await;
+    let account = gateway
+        .stores
+        .records
+        .account_for_email("export-outage@example.com", "free")
+        .await
+        .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    // Many more than a cursor's first batch (101 documents), so the export reads on after the cut.
+    let rows: Vec<_> = (0..1_000)
+        .map(|i| qnp_shared::usage::UsageRecord {
+            timestamp: now - time::Duration::seconds(i),
+            request_id: format!("req_export_{i:05}"),
+            account_id: account.id.clone(),
+            api_key_id: "k1".into(),
+            endpoint: "/v1/chat/completions".into(),
+            provider: "openai".into(),
+            model: "openai/gpt-4o-mini".into(),
+            streamed: false,
+            status: 200,
+            usage: Default::default(),
+            latency_ms: 3,
+            ttft_ms: None,
+            cost_usd: 0.001,
+            price_version: "t".into(),
+            error_type: None,
+            source_ip: None,
+            rates: None,
+            output_cap_tokens: None,
+            count: 1,
+        })
+        .collect();
+    for chunk in rows.chunks(1_000) {
+        gateway.stores.records.insert_usage(chunk).await.unwrap();
+    }
+    let cookie = format!(
+        "{SESSION_COOKIE}={}",
+        Sessions::new(secret.as_bytes()).issue(&account, now)
+    );
+    let response = qnp_tests::http_client()
+        .get(format!("{}/usage/export.csv", gateway.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    use futures_util::StreamExt;
+    let first = body.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"timestamp,"));
+    // The store goes away with the cursor open.
+    mongo.set(Fault::Reset);
+    let mut received = first.len();
+    let mut broke = false;
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), body.next())
+        .await
+        .expect("no hang")
+    {
+        match chunk {
+            Ok(bytes) => received += bytes.len(),
+            Err(_) => {
+                broke = true;
+                break;
+            }
+        }
+    }
+    assert!(broke, "the transfer ended cleanly after {received} bytes");
+    mongo.set(Fault::Pass);
+
+    // The cleaner: its first pass fails when the store does, the next one finishes the job.
+    let cleaner = qnp_shared::retention::Cleaner {
+        records: gateway.stores.records.clone(),
+        counters: gateway.stores.counters.clone(),
+        stripe: None,
+        budget: Duration::from_secs(60),
+        usage_days: 30,
+    };
+    gateway
+        .stores
+        .records
+        .request_deletion(&account.id, now)
+        .await
+        .unwrap();
+    mongo.set(Fault::Reset);
+    assert!(cleaner.run(now, false, &|_| {}).await.is_err());
+    mongo.set(Fault::Pass);
+    let report = cleaner.run(now, false, &|_| {}).await.unwrap();
+    assert!(report.complete);
+    assert_eq!(report.accounts_erased, 1, "{report:?}");
+    assert!(
+        gateway
+            .stores
+            .records
+            .account(&account.id)
+            .await
+            .unwrap()
+            .is_none(),
+        "erased on the second run"
+    );
+    gateway.stop().await;
+}
