@@ -82,4 +82,21 @@ proptest! {
     fn stripe_subscriptions_parse_or_refuse(value in arb_json()) {
         let _ = crate::billing::events::StripeSubscription::try_from(value);
     }
+
+    /// Date ranges as the export and summary routes take them: a range or a 400 naming the field.
+    #[test]
+    fn date_ranges_parse_or_name_the_field(from in ".{0,30}", to in "[0-9T:Z.+-]{0,30}") {
+        let now = time::OffsetDateTime::now_utc();
+        match crate::usage::parse_range(Some(&from), Some(&to), now) {
+            Ok((a, b)) => prop_assert!(a <= b),
+            Err(e) => prop_assert!(["from", "to"].contains(&e.field())),
+        }
+    }
+
+    /// `Stripe-Signature` headers and bodies of any shape: accepted only with a valid signature.
+    #[test]
+    fn stripe_signature_headers_verify_or_refuse(header in ".{0,120}", body in prop::collection::vec(any::<u8>(), 0..128)) {
+        let secrets = vec!["whsec_test".to_owned()];
+        prop_assert!(crate::billing::events::verify_signature(&body, Some(&header), &secrets, 1_700_000_000).is_err());
+    }
 }

@@ -163,6 +163,22 @@ mod tests {
     use super::*;
     use crate::catalog::Catalog;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Whatever Anthropic answers, whole or as events, translates to chat without a panic.
+        #[test]
+        fn any_reply_or_event_translates(value in crate::test_support::arb_json(), name in "[a-z_]{0,20}") {
+            let model = model();
+            let _ = reply::to_chat_completion(&value, &model);
+            let _ = reply::to_answer(&value);
+            let mut translator = stream::StreamTranslator::new(&model);
+            for event in ["message_start", "content_block_start", "content_block_delta", "message_delta", name.as_str()] {
+                let _ = translator.on_event(event, &value);
+            }
+        }
+    }
+
     fn model() -> Model {
         (**Catalog::bundled()
             .get("anthropic/claude-sonnet-5-5")

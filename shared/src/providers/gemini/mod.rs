@@ -191,6 +191,27 @@ mod tests {
     use super::*;
     use crate::catalog::Catalog;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Whatever Gemini answers, whole or as stream chunks (JSON or not), translates without a panic.
+        #[test]
+        fn any_reply_or_chunk_translates(value in crate::test_support::arb_json(), raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let model = flash();
+            let _ = reply::to_chat_completion(&value, &model);
+            let _ = reply::to_answer(&value);
+            let mut translator = stream::StreamTranslator::new(&model);
+            let _ = translator.on_chunk(&value);
+            let event = format!("data: {value}\n\n");
+            let _ = stream::translate_event(&mut translator, event.as_bytes());
+            let mut bad = b"data: ".to_vec();
+            bad.extend_from_slice(&raw);
+            bad.extend_from_slice(b"\n\n");
+            let _ = stream::translate_event(&mut translator, &bad);
+            let _ = translator.on_end();
+        }
+    }
+
     fn model(id: &str) -> Model {
         (**Catalog::bundled().get(id).unwrap()).clone()
     }
