@@ -77,15 +77,14 @@ async fn qnp_serve_loses_no_usage_row_while_the_record_store_is_down() {
     let upstream = MockOpenAi::start().await;
     let mongo = FaultProxy::start(mongo_addr()).await;
     let (dynamo, table) = qnp_tests::dynalite_table().await;
-    let gateway = TestGateway::production_at(
-        test_env(dir.path(), &upstream),
-        &mongo_uri(&mongo),
-        dynamo.clone(),
-        &table,
-    )
-    .await;
+    let mut env = test_env(dir.path(), &upstream);
+    // A one-second key cache, so the outage outlasts it: keys in use are then served stale.
+    env.set("QNP_KEY_CACHE_SECS", "1");
+    let gateway =
+        TestGateway::production_at(env, &mongo_uri(&mongo), dynamo.clone(), &table).await;
     let email = "outage@example.com";
     let key = gateway.create_key(email, "free").await;
+    let unused = gateway.create_key("never-used@example.com", "free").await;
     // One call while all is well: the key is verified and cached.
     assert_eq!(
         chat(&gateway.url, &key, "/v1/chat/completions").await.0,
@@ -99,40 +98,48 @@ async fn qnp_serve_loses_no_usage_row_while_the_record_store_is_down() {
         let (status, _, body) = chat(&gateway.url, &key, "/v1/chat/completions").await;
         assert_eq!(status, 200, "served while MongoDB is unreachable: {body}");
     }
-    // Served without waiting for the store (the cache verifies the key; usage is written behind).
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    // Served without waiting on the store for long: the cache verifies the key (past its lifetime, after
+    // one bounded read of the store fails), usage is written behind.
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (status, _, body) = chat(&gateway.url, &key, "/v1/chat/completions").await;
+    assert_eq!(status, 200, "a key in use, past its cache lifetime: {body}");
+    // A key never verified cannot be checked while the store is down: a clear 503, not a hang.
+    let asked = Instant::now();
+    let (status, headers, body) = chat(&gateway.url, &unused, "/v1/chat/completions").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("verify API keys"), "{body}");
+    assert!(asked.elapsed() < Duration::from_secs(4), "{:?}", asked.elapsed());
     let counters = qnp_shared::store::dynamo::DynamoCounters::new(dynamo.clone(), &table);
     wait_for(
-        "8 rows held in the outbox",
+        "9 rows held in the outbox",
         Duration::from_secs(20),
-        || async { counters.held_usage(100).await.unwrap().len() == 8 },
+        || async { counters.held_usage(100).await.unwrap().len() == 9 },
     )
     .await;
 
     mongo.set(Fault::Pass);
     // Delivered within a drain period or two, each exactly once.
-    wait_for("9 rows in MongoDB", Duration::from_secs(30), || async {
+    wait_for("10 rows in MongoDB", Duration::from_secs(30), || async {
         qnp_tests::usage_rows_now(&gateway.stores, email)
             .await
             .len()
-            >= 9
+            >= 10
     })
     .await;
-    let rows = gateway.usage_rows(email, 9).await;
+    let rows = gateway.usage_rows(email, 10).await;
     let mut ids: Vec<_> = rows.iter().map(|r| r.request_id.clone()).collect();
     ids.sort();
     ids.dedup();
-    assert_eq!(ids.len(), 9, "{rows:#?}");
+    assert_eq!(ids.len(), 10, "{rows:#?}");
     wait_for("the outbox emptied", Duration::from_secs(10), || async {
         counters.held_usage(100).await.unwrap().is_empty()
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(gateway.usage_rows(email, 9).await.len(), 9);
+    assert_eq!(gateway.usage_rows(email, 10).await.len(), 10);
     gateway.stop().await;
 }
 
