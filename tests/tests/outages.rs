@@ -80,8 +80,7 @@ async fn qnp_serve_loses_no_usage_row_while_the_record_store_is_down() {
     let mut env = test_env(dir.path(), &upstream);
     // A one-second key cache, so the outage outlasts it: keys in use are then served stale.
     env.set("QNP_KEY_CACHE_SECS", "1");
-    let gateway =
-        TestGateway::production_at(env, &mongo_uri(&mongo), dynamo.clone(), &table).await;
+    let gateway = TestGateway::production_at(env, &mongo_uri(&mongo), dynamo.clone(), &table).await;
     let email = "outage@example.com";
     let key = gateway.create_key(email, "free").await;
     let unused = gateway.create_key("never-used@example.com", "free").await;
@@ -100,7 +99,11 @@ async fn qnp_serve_loses_no_usage_row_while_the_record_store_is_down() {
     }
     // Served without waiting on the store for long: the cache verifies the key (past its lifetime, after
     // one bounded read of the store fails), usage is written behind.
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let (status, _, body) = chat(&gateway.url, &key, "/v1/chat/completions").await;
     assert_eq!(status, 200, "a key in use, past its cache lifetime: {body}");
@@ -111,7 +114,11 @@ async fn qnp_serve_loses_no_usage_row_while_the_record_store_is_down() {
     assert!(headers.contains_key("retry-after"));
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("verify API keys"), "{body}");
-    assert!(asked.elapsed() < Duration::from_secs(4), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
     let counters = qnp_shared::store::dynamo::DynamoCounters::new(dynamo.clone(), &table);
     wait_for(
         "9 rows held in the outbox",

@@ -1,6 +1,6 @@
 //! The soak: two `qnp serve` processes sharing SecantusDB and dynalite take mixed streamed and whole
 //! calls at a fixed rate while the record store goes away for a while and the upstream's connections
-//! are reset now and then. At the end every call sent has its usage row (summed refusal rows count for
+//! are reset now and then (streams take 40 ms a word, so resets cut some mid-stream). At the end every call sent has its usage row (summed refusal rows count for
 //! the calls they stand for), a limit shared by both processes admitted exactly its number, memory
 //! stayed flat, and both processes exited 0 on SIGTERM.
 //!
@@ -45,6 +45,10 @@ struct Serve {
 }
 
 fn serve(dir: &std::path::Path, mongo: &str, db: &str, table: &str, upstream: &str) -> Serve {
+    // The test catalog too: streamed calls use a model that takes 40 ms a word, so resets land
+    // mid-stream.
+    let models = dir.join("models.json");
+    std::fs::write(&models, qnp_tests::TEST_MODELS).unwrap();
     let plans = json!([
         {"name": "free", "requests_per_minute": 20},
         {"name": "soak", "requests_per_minute": 1_000_000, "tokens_per_minute": 100_000_000u64,
@@ -68,6 +72,7 @@ fn serve(dir: &std::path::Path, mongo: &str, db: &str, table: &str, upstream: &s
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
         .env("QNP_PLANS", plans.to_string())
+        .env("QNP_MODELS_FILE", &models)
         .env("QNP_OPENAI_BASE_URL", format!("{upstream}/v1"))
         .env("OPENAI_API_KEY", UPSTREAM_KEY)
         .env("QNP_SHUTDOWN_GRACE_SECS", "10")
@@ -101,7 +106,12 @@ fn serve(dir: &std::path::Path, mongo: &str, db: &str, table: &str, upstream: &s
 
 /// What one call ended as, for the error mix.
 async fn call(http: &reqwest::Client, url: &str, key: &str, stream: bool) -> String {
-    let body = json!({"model": "openai/gpt-4o-mini", "stream": stream,
+    let model = if stream {
+        "openai/mock-slowstream"
+    } else {
+        "openai/gpt-4o-mini"
+    };
+    let body = json!({"model": model, "stream": stream,
                       "messages": [{"role": "user", "content": "soak one two three four five six"}]});
     let response = match http
         .post(format!("{url}/v1/chat/completions"))
