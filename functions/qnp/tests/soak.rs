@@ -232,7 +232,7 @@ async fn two_gateways_lose_no_row_and_keep_limits_exact_through_outages() {
     let burst = 3 * LIMITED_RPM as usize;
     let outcomes = futures_util::future::join_all((0..burst).map(|i| {
         let (http, url, key) = (http.clone(), urls[i % 2].clone(), limited_key.clone());
-        async move { call(&http, &url, &key, i % 3 == 0).await }
+        async move { call(&http, &url, &key, i.is_multiple_of(3)).await }
     }))
     .await;
     let admitted = outcomes.iter().filter(|o| o.starts_with("200")).count() as u64;
@@ -262,7 +262,7 @@ async fn two_gateways_lose_no_row_and_keep_limits_exact_through_outages() {
             load_key.clone(),
             mix.clone(),
         );
-        let stream = n % 3 == 0;
+        let stream = n.is_multiple_of(3);
         tasks.push(tokio::spawn(async move {
             let outcome = call(&http, &url, &key, stream).await;
             *mix.lock().unwrap().entry(outcome).or_default() += 1;
