@@ -28,6 +28,7 @@ proptest! {
                 crate::providers::anthropic::to_messages_request(&body, model, stream).map(|_| ()),
                 crate::providers::gemini::to_gemini_request(&body, model).map(|_| ()),
                 crate::providers::openai::messages::to_chat_request(&body, model, stream).map(|_| ()),
+                crate::dialects::openai_responses::to_chat(&body, stream).map(|_| ()),
             ];
             for result in results {
                 if let Err(err) = result {

@@ -431,6 +431,30 @@ mod tests {
         assert_eq!(events[3].1["delta"]["stop_reason"], "end_turn");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// Whatever an OpenAI-compatible server answers, whole or as chunks (JSON or not, ended or
+        /// not), becomes an Anthropic message, Anthropic events or a clean failure; never a panic.
+        #[test]
+        fn any_completion_or_chunks_translate(
+            value in crate::test_support::arb_json(),
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            done in proptest::prelude::any::<bool>(),
+        ) {
+            let _ = to_message(&value, &model(), &ToolNames::default());
+            let mut bytes = format!("data: {value}\n\ndata: ").into_bytes();
+            bytes.extend_from_slice(&raw);
+            bytes.extend_from_slice(if done { b"\n\ndata: [DONE]\n\n" } else { b"\n\n" });
+            let items = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap()
+                .block_on(run(vec![Ok(Bytes::from(bytes))]));
+            proptest::prop_assert!(!items.is_empty());
+        }
+    }
+
     async fn run(parts: Vec<Result<Bytes, String>>) -> Vec<StreamItem> {
         let body = futures_util::stream::iter(parts);
         let translator = StreamTranslator::new(&model(), ToolNames::default(), 42);
