@@ -779,6 +779,76 @@ async fn mongodb_passes_the_account_rights_contract() {
     account_rights_contract(mongo().await).await;
 }
 
+/// The usage outbox: rows held whole (every field, the rates included), oldest first, once per request
+/// id, until released.
+async fn outbox_contract(counters: Arc<dyn CounterStore>) {
+    let now = ms(OffsetDateTime::now_utc());
+    let mut rows: Vec<UsageRecord> = (0..3)
+        .map(|i| {
+            usage_row(
+                "acct_o",
+                "k_o",
+                &format!("req_o{i}"),
+                now - time::Duration::seconds(i),
+            )
+        })
+        .collect();
+    rows[0].rates = Some(
+        qnp_shared::catalog::Catalog::bundled()
+            .get("openai/gpt-6-luna")
+            .unwrap()
+            .applied_rates(qnp_shared::pricing::ServiceTier::Flex, 10),
+    );
+    rows[1].output_cap_tokens = Some(2048);
+    rows[2].count = 5;
+    assert!(counters.held_usage(10).await.unwrap().is_empty());
+    counters.hold_usage(&rows).await.unwrap();
+    // Held again (a retried hold): still one of each.
+    counters.hold_usage(&rows[..1]).await.unwrap();
+    let held = counters.held_usage(10).await.unwrap();
+    let oldest_first: Vec<UsageRecord> = rows.iter().rev().cloned().collect();
+    assert_eq!(held, oldest_first);
+    assert_eq!(counters.held_usage(2).await.unwrap(), oldest_first[..2]);
+    counters
+        .release_usage(&["req_o2".into(), "req_o1".into(), "req_unknown".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        counters.held_usage(10).await.unwrap(),
+        vec![rows[0].clone()]
+    );
+    counters.release_usage(&["req_o0".into()]).await.unwrap();
+    assert!(counters.held_usage(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn embedded_store_passes_the_outbox_contract() {
+    let (_dir, store) = embedded().await;
+    outbox_contract(store).await;
+}
+
+#[tokio::test]
+async fn dynamodb_passes_the_outbox_contract() {
+    outbox_contract(dynamo().await).await;
+}
+
+#[tokio::test]
+async fn the_embedded_outbox_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let row = usage_row(
+        "acct_r",
+        "k_r",
+        "req_restart",
+        ms(OffsetDateTime::now_utc()),
+    );
+    {
+        let store = qnp_shared::store::embedded::EmbeddedStore::open(dir.path()).unwrap();
+        store.hold_usage(std::slice::from_ref(&row)).await.unwrap();
+    }
+    let store = qnp_shared::store::embedded::EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.held_usage(10).await.unwrap(), vec![row]);
+}
+
 #[tokio::test]
 async fn embedded_store_passes_the_counters_contract() {
     let (_dir, store) = embedded().await;
