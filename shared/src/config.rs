@@ -214,6 +214,8 @@ pub struct Config {
     pub upstream_first_byte_timeout: Duration,
     /// Longest silence between two chunks of an upstream stream before it is treated as dropped.
     pub upstream_idle_timeout: Duration,
+    /// The longest one upstream stream may run, however steadily it drips.
+    pub upstream_stream_max: Duration,
     /// How long a verified key is trusted before its record is read again (revocation delay).
     pub key_cache_ttl: Duration,
     /// bcrypt work factor for new API keys.
@@ -370,6 +372,7 @@ impl Config {
             max_body_bytes: env.parse("QNP_MAX_BODY_BYTES", 8 * 1024 * 1024)?,
             upstream_first_byte_timeout: env.secs("QNP_UPSTREAM_TIMEOUT_SECS", 120.0, DAY)?,
             upstream_idle_timeout: env.secs("QNP_UPSTREAM_IDLE_TIMEOUT_SECS", 120.0, DAY)?,
+            upstream_stream_max: env.secs("QNP_UPSTREAM_STREAM_MAX_SECS", 3600.0, DAY)?,
             key_cache_ttl: Duration::from_secs(key_cache_secs),
             bcrypt_cost: bcrypt_cost(env)?,
             key_rotation_grace: key_rotation_grace(env)?,

@@ -18,7 +18,10 @@ async fn world() -> World {
     qnp_tests::init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let upstream = MockOpenAi::start().await;
-    let gateway = TestGateway::start(&test_env(dir.path(), &upstream)).await;
+    let mut env = test_env(dir.path(), &upstream);
+    // A stream may run two seconds here, so one that drips forever is cut within the test.
+    env.set("QNP_UPSTREAM_STREAM_MAX_SECS", "2");
+    let gateway = TestGateway::start(&env).await;
     World {
         gateway,
         _upstream: upstream,
@@ -155,6 +158,46 @@ async fn events_that_are_not_json_end_a_translated_stream_cleanly() {
     assert!(
         !passed.usage.estimated && passed.usage.total() > 0,
         "{passed:?}"
+    );
+    w.gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_that_drips_forever_is_cut_at_its_time_limit() {
+    let w = world().await;
+    let email = "endless@example.com";
+    let key = w.gateway.create_key(email, "free").await;
+    let started = std::time::Instant::now();
+    let (status, text) = post(
+        &w,
+        &key,
+        "/v1/chat/completions",
+        json!({"model": "openai/mock-endless", "stream": true,
+               "messages": [{"role": "user", "content": "go"}]}),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(
+        took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(6),
+        "{took:?}"
+    );
+    assert!(
+        text.contains(" more"),
+        "the chunks before the cut arrived: {text}"
+    );
+    let last = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .next_back()
+        .unwrap();
+    let error: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(error["error"]["type"], "upstream_timeout", "{last}");
+    let row = &w.gateway.usage_rows(email, 1).await[0];
+    assert_eq!(row.error_type.as_deref(), Some("upstream_timeout"));
+    assert!(
+        row.usage.completion_tokens > 0,
+        "billed for what was sent: {row:?}"
     );
     w.gateway.stop().await;
 }

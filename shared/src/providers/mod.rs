@@ -169,6 +169,7 @@ impl Providers {
         let timeouts = Timeouts {
             first_byte: config.upstream_first_byte_timeout,
             idle: config.upstream_idle_timeout,
+            stream_total: config.upstream_stream_max,
         };
         // The registry: one line per provider, with its kind, its name in logs and errors, its
         // configuration and its constructor.

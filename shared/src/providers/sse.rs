@@ -140,6 +140,8 @@ pub struct UpstreamEvents {
     framer: SseFramer,
     ready: VecDeque<Bytes>,
     idle: Duration,
+    /// When the stream is cut whatever it sends; none until `within` sets one.
+    deadline: Option<tokio::time::Instant>,
     provider: &'static str,
     ended: bool,
 }
@@ -164,9 +166,17 @@ impl UpstreamEvents {
             framer: SseFramer::default(),
             ready: VecDeque::new(),
             idle,
+            deadline: None,
             provider,
             ended: false,
         }
+    }
+
+    /// Cuts the stream `total` from now, however steadily it drips: a clean timeout, not a stream that
+    /// runs forever.
+    pub fn within(mut self, total: Duration) -> UpstreamEvents {
+        self.deadline = Some(tokio::time::Instant::now() + total);
+        self
     }
 
     /// The next complete event; `None` once the body has ended cleanly.
@@ -178,8 +188,26 @@ impl UpstreamEvents {
             if self.ended {
                 return None;
             }
-            match tokio::time::timeout(self.idle, self.body.next()).await {
-                Err(_) => return Some(Err(GatewayError::UpstreamTimeout)),
+            let wait = match self.deadline {
+                Some(deadline) => self
+                    .idle
+                    .min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+                None => self.idle,
+            };
+            match tokio::time::timeout(wait, self.body.next()).await {
+                Err(_) => {
+                    if self
+                        .deadline
+                        .is_some_and(|d| tokio::time::Instant::now() >= d)
+                    {
+                        tracing::warn!(
+                            provider = self.provider,
+                            "an upstream stream ran past its time limit; it was cut"
+                        );
+                    }
+                    self.ended = true;
+                    return Some(Err(GatewayError::UpstreamTimeout));
+                }
                 Ok(Some(Ok(chunk))) => {
                     self.ready.extend(self.framer.push(chunk));
                     if self.framer.pending() > MAX_EVENT_BYTES {

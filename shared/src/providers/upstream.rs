@@ -17,6 +17,8 @@ pub struct Timeouts {
     pub first_byte: Duration,
     /// The longest silence between two chunks of a stream.
     pub idle: Duration,
+    /// The longest a whole stream may run (a stream that drips forever is cut here).
+    pub stream_total: Duration,
 }
 
 /// One upstream's client: the process's shared connection pool, the timeouts, and the provider's name
@@ -101,11 +103,17 @@ impl Upstream {
     /// The response's event stream, each silence bounded by the idle time.
     pub fn events(&self, response: reqwest::Response) -> UpstreamEvents {
         UpstreamEvents::new(response, self.timeouts.idle, self.provider)
+            .within(self.timeouts.stream_total)
     }
 
     /// The idle time, for translators that frame a body stream themselves.
     pub fn idle_timeout(&self) -> Duration {
         self.timeouts.idle
+    }
+
+    /// The longest a whole stream may run, for translators that frame a body stream themselves.
+    pub fn stream_total(&self) -> Duration {
+        self.timeouts.stream_total
     }
 }
 

@@ -150,6 +150,7 @@ impl Provider for OpenAi {
                 response.bytes_stream(),
                 translator,
                 self.upstream.idle_timeout(),
+                self.upstream.stream_total(),
             )));
         }
         let completion: serde_json::Value = self.upstream.json(response).await?;

@@ -458,9 +458,14 @@ mod tests {
     async fn run(parts: Vec<Result<Bytes, String>>) -> Vec<StreamItem> {
         let body = futures_util::stream::iter(parts);
         let translator = StreamTranslator::new(&model(), ToolNames::default(), 42);
-        message_stream(body, translator, Duration::from_secs(5))
-            .collect()
-            .await
+        message_stream(
+            body,
+            translator,
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+        )
+        .collect()
+        .await
     }
 
     #[tokio::test]
@@ -512,9 +517,14 @@ mod tests {
     async fn an_idle_upstream_times_out() {
         let body = futures_util::stream::pending::<Result<Bytes, String>>();
         let translator = StreamTranslator::new(&model(), ToolNames::default(), 42);
-        let items: Vec<StreamItem> = message_stream(body, translator, Duration::from_millis(20))
-            .collect()
-            .await;
+        let items: Vec<StreamItem> = message_stream(
+            body,
+            translator,
+            Duration::from_millis(20),
+            Duration::from_secs(60),
+        )
+        .collect()
+        .await;
         assert!(matches!(
             items.as_slice(),
             [StreamItem::Failed(GatewayError::UpstreamTimeout)]

@@ -50,13 +50,14 @@ pub fn message_stream<S, E>(
     body: S,
     translator: StreamTranslator,
     idle: Duration,
+    total: Duration,
 ) -> BoxStream<'static, StreamItem>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: Display + Send + 'static,
 {
     sse::translate(
-        UpstreamEvents::from_stream(body, idle, "openai"),
+        UpstreamEvents::from_stream(body, idle, "openai").within(total),
         translator,
     )
 }
